@@ -1,0 +1,19 @@
+"""RETGEN: a retrieval-enhanced, interpretable, non-parametric language model.
+
+The standalone engine: no LangChain or LlamaIndex imports here.
+"""
+import logging
+
+__version__ = "0.1.0"
+
+from .config import RETGENConfig  # noqa: E402
+from .encoder import Encoder, HashingEncoder, SentenceTransformerEncoder, load_encoder  # noqa: E402
+from .engine import RetgenEngine  # noqa: E402
+from .generator import GeneratedToken, GenerationResult, TraceEntry  # noqa: E402
+from .store import ModelFormatError  # noqa: E402
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = ["RETGENConfig", "RetgenEngine", "Encoder", "HashingEncoder",
+           "SentenceTransformerEncoder", "load_encoder", "GeneratedToken", "GenerationResult",
+           "TraceEntry", "ModelFormatError", "__version__"]

@@ -1,0 +1,196 @@
+"""Configuration: one pydantic model per stage, composed into :class:`RETGENConfig`.
+
+Every field is validated on construction and on assignment; an invalid value raises
+``pydantic.ValidationError`` whose message names the field and the allowed range.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EncoderConfig(BaseModel):
+    model_config = _STRICT
+    #: "minilm" (the bundled all-MiniLM-L6-v2), "hashing:<dim>" (tests only) or a local
+    #: sentence-transformers model directory.
+    name: str = "minilm"
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    batch_size: int = Field(256, ge=1, le=65536)
+
+
+class TokenizerConfig(BaseModel):
+    model_config = _STRICT
+    #: "words": whitespace tokens, one ``<eos>`` per line (WikiText/PTB ``.tokens`` files);
+    #: "text": lossless raw-text tokenizer; "auto": "words" when any corpus file ends in
+    #: ``.tokens``, else "text".
+    mode: Literal["auto", "words", "text"] = "auto"
+    #: words seen fewer times than this in the corpus map to ``<unk>``.
+    min_count: int = Field(1, ge=1)
+
+
+class PatternConfig(BaseModel):
+    model_config = _STRICT
+    #: context lengths (in tokens) extracted at every position.
+    lengths: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])
+    #: per length, the minimum number of occurrences a context needs to be stored.
+    min_counts: list[int] = Field(default_factory=lambda: [1, 1, 2, 2])
+    #: characters of source text kept around a pattern in traces.
+    snippet_tokens: int = Field(12, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PatternConfig":
+        if not self.lengths:
+            raise ValueError("patterns.lengths must name at least one context length")
+        if any(n < 1 or n > 64 for n in self.lengths):
+            raise ValueError(f"patterns.lengths={self.lengths}: each length must be in [1, 64]")
+        if len(set(self.lengths)) != len(self.lengths):
+            raise ValueError(f"patterns.lengths={self.lengths}: lengths must be distinct")
+        if len(self.min_counts) != len(self.lengths):
+            raise ValueError(
+                f"patterns.min_counts={self.min_counts} must have one entry per length "
+                f"(patterns.lengths={self.lengths})")
+        if any(c < 1 for c in self.min_counts):
+            raise ValueError(f"patterns.min_counts={self.min_counts}: each count must be >= 1")
+        return self
+
+
+class IndexConfig(BaseModel):
+    model_config = _STRICT
+    #: "auto" picks by size; or any faiss index_factory string (e.g. "IVF1024,PQ48np").
+    spec: str = "auto"
+    #: below this many vectors the index is exact (Flat).
+    exact_threshold: int = Field(4096, ge=1)
+    #: below this many vectors (and above exact_threshold) the index is IVF-Flat.
+    pq_threshold: int = Field(65536, ge=1)
+    #: number of IVF lists; None = about 4*sqrt(N).
+    nlist: Optional[int] = Field(None, ge=1)
+    nprobe: int = Field(16, ge=1)
+    pq_nsplits: int = Field(48, ge=1)
+    pq_nbits: int = Field(8, ge=1, le=16)
+    #: use faiss' 4-bit fast-scan IVF-PQ codes ("IVF..,PQ{m}x4fs"); forces pq_nbits=4.
+    fast_scan: bool = False
+    #: vectors used to train IVF/PQ (sampled); None = faiss' own default cap.
+    train_size: Optional[int] = Field(200_000, ge=1)
+    seed: int = 1234
+
+
+class BackoffConfig(BaseModel):
+    model_config = _STRICT
+    #: interpolated modified Kneser-Ney order.
+    order: int = Field(5, ge=1, le=10)
+
+
+class RetrievalConfig(BaseModel):
+    model_config = _STRICT
+    k: int = Field(32, ge=1, le=4096)
+    #: softmax temperature over -distance (tau).
+    temperature: float = Field(0.05, gt=0)
+    #: mixing weight of the retrieval distribution (lambda); 0 = back-off only.
+    lam: float = Field(0.25, ge=0.0, le=1.0)
+    #: tokens of context embedded for a query; None = the longest pattern length.
+    query_length: Optional[int] = Field(None, ge=1, le=64)
+
+
+class EnergyConfig(BaseModel):
+    model_config = _STRICT
+    #: temperature of softmax(-E / T) over the retrieved patterns.
+    energy_temperature: float = Field(1.0, gt=0)
+    w_sim: float = 1.0
+    w_div: float = 0.0
+    w_freq: float = 0.0
+
+
+class PolicyConfig(BaseModel):
+    model_config = _STRICT
+    policy_hidden_dim: int = Field(64, ge=1, le=4096)
+    k_choices: list[int] = Field(default_factory=lambda: [8, 16, 32, 64])
+
+
+class GenerationConfig(BaseModel):
+    model_config = _STRICT
+    max_new_tokens: int = Field(50, ge=0)
+    temperature: float = Field(1.0, ge=0.0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0)
+    #: never sample ``<unk>`` (it still has probability for perplexity).
+    allow_unk: bool = False
+    trace_top: int = Field(3, ge=0, le=64)
+
+
+class RETGENConfig(BaseModel):
+    """The whole configuration; JSON round trip with :meth:`to_json`/:meth:`from_json`."""
+
+    model_config = _STRICT
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    patterns: PatternConfig = Field(default_factory=PatternConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+    # The paper's production fields, as flat read-only views.
+    @property
+    def nlist(self) -> Optional[int]:
+        return self.index.nlist
+
+    @property
+    def nprobe(self) -> int:
+        return self.index.nprobe
+
+    @property
+    def pq_nbits(self) -> int:
+        return self.index.pq_nbits
+
+    @property
+    def pq_nsplits(self) -> int:
+        return self.index.pq_nsplits
+
+    @property
+    def energy_temperature(self) -> float:
+        return self.energy.energy_temperature
+
+    @property
+    def policy_hidden_dim(self) -> int:
+        return self.policy.policy_hidden_dim
+
+    @model_validator(mode="after")
+    def _check(self) -> "RETGENConfig":
+        if self.index.nlist is not None and self.index.nprobe > self.index.nlist:
+            raise ValueError(
+                f"index.nprobe={self.index.nprobe} exceeds index.nlist={self.index.nlist}; "
+                "nprobe must be in [1, nlist]")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RETGENConfig":
+        return cls.model_validate_json(text)
+
+    def save(self, path: str | os.PathLike) -> None:
+        from .store import atomic_write_text
+
+        atomic_write_text(Path(path), self.to_json())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "RETGENConfig":
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise FileNotFoundError(f"cannot read config file {str(path)!r}: {e}") from e
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config file {str(path)!r} is not valid JSON: {e}") from e
+        return cls.from_json(text)

@@ -1,0 +1,194 @@
+"""A thin vector-index layer over faiss, behind a small backend interface.
+
+The spec is chosen by corpus size (exact, IVF-Flat, IVF-PQ with about 4*sqrt(N) lists),
+ids are explicit int64 (``add_with_ids``), search parameters are passed per call (never set
+on the shared index) and results are ``(D, I)`` arrays with ``-1`` for "none". Distances are
+squared L2 between unit vectors (d = 2 - 2 cos).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .config import IndexConfig
+
+log = logging.getLogger(__name__)
+
+
+class VectorIndex(ABC):
+    """What the engine needs from a vector search backend (faiss here, Milvus later)."""
+
+    spec: str
+    dim: int
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int, nprobe: Optional[int] = None,
+               selector=None) -> tuple[np.ndarray, np.ndarray]:
+        """(D float32 [n, k], I int64 [n, k]); -1 ids where fewer than k results."""
+
+    @abstractmethod
+    def add_with_ids(self, vectors: np.ndarray, ids: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def remove_ids(self, ids: np.ndarray) -> int: ...
+
+    @property
+    @abstractmethod
+    def ntotal(self) -> int: ...
+
+    @abstractmethod
+    def save(self, path: str | os.PathLike) -> None: ...
+
+    @abstractmethod
+    def nbytes(self) -> int: ...
+
+
+def choose_spec(n: int, dim: int, cfg: IndexConfig) -> str:
+    """The faiss index_factory string for ``n`` vectors, with fall-backs for small data."""
+    if cfg.spec != "auto":
+        return cfg.spec
+    if n < cfg.exact_threshold:
+        return "IDMap2,Flat"
+    nlist = cfg.nlist or max(1, int(round(4 * math.sqrt(n))))
+    nlist = min(nlist, max(1, n // 39))  # faiss wants >= 39 training points per list
+    if n < cfg.pq_threshold:
+        return f"IVF{nlist},Flat"
+    m, nbits = cfg.pq_nsplits, (4 if cfg.fast_scan else cfg.pq_nbits)
+    if dim % m != 0:
+        raise ValueError(f"index.pq_nsplits={m} must divide the embedding dimension {dim}")
+    if n < 39 * (1 << nbits):
+        log.warning("only %d vectors: too few to train %d-bit PQ codes; using IVF-Flat", n, nbits)
+        return f"IVF{nlist},Flat"
+    if cfg.fast_scan:
+        return f"IVF{nlist},PQ{m}x4fs"
+    return f"IVF{nlist},PQ{m}x{nbits}np" if nbits == 8 else f"IVF{nlist},PQ{m}x{nbits}"
+
+
+def _nlist_of(index) -> int:
+    import faiss
+
+    try:
+        return faiss.extract_index_ivf(index).nlist
+    except RuntimeError:
+        return 0
+
+
+class FaissIndex(VectorIndex):
+    def __init__(self, index, spec: str, default_nprobe: int = 16):
+        self.index = index
+        self.spec = spec
+        self.dim = index.d
+        self.nlist = _nlist_of(index)
+        self.default_nprobe = default_nprobe
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, ids: np.ndarray, cfg: IndexConfig,
+              progress: bool = False) -> "FaissIndex":
+        import faiss
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        n, dim = vectors.shape
+        if n == 0:
+            raise ValueError("cannot build an index over zero vectors")
+        if len(ids) != n:
+            raise ValueError(f"{len(ids)} ids for {n} vectors")
+        spec = choose_spec(n, dim, cfg)
+        index = faiss.index_factory(dim, spec, faiss.METRIC_L2)
+        nl = _nlist_of(index)
+        if nl and cfg.nprobe > nl:
+            log.warning("index.nprobe=%d > nlist=%d for this size; searches use nprobe=%d",
+                        cfg.nprobe, nl, nl)
+        if not index.is_trained:
+            rng = np.random.default_rng(cfg.seed)
+            tn = min(n, cfg.train_size or n)
+            sample = vectors[np.sort(rng.choice(n, tn, replace=False))] if tn < n else vectors
+            log.info("training %s on %d vectors", spec, len(sample))
+            try:
+                index.train(sample)
+            except RuntimeError as e:
+                log.warning("cannot train %s on %d vectors (%s); falling back to an exact index",
+                            spec, n, str(e).splitlines()[0] if str(e) else e)
+                spec = "IDMap2,Flat"
+                index = faiss.index_factory(dim, spec, faiss.METRIC_L2)
+                nl = 0
+        step = 1 << 16
+        from tqdm.auto import tqdm
+
+        for s in tqdm(range(0, n, step), desc="indexing", unit="chunk", disable=not progress):
+            index.add_with_ids(vectors[s:s + step], ids[s:s + step])
+        return cls(index, spec, min(cfg.nprobe, nl) if nl else cfg.nprobe)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, spec: str, default_nprobe: int = 16,
+             mmap: bool = True) -> "FaissIndex":
+        import faiss
+
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        try:
+            index = faiss.read_index(str(path), flags)
+        except RuntimeError:
+            try:  # not every index type supports mmap
+                index = faiss.read_index(str(path))
+            except RuntimeError as e:
+                raise ValueError(f"index file {str(path)!r} is corrupt or not a faiss index: "
+                                 f"{str(e).splitlines()[0] if str(e) else e}") from None
+        return cls(index, spec, default_nprobe)
+
+    def _params(self, nprobe: Optional[int], selector):
+        import faiss
+
+        if self.nlist:
+            np_ = self.default_nprobe if nprobe is None else int(nprobe)
+            if np_ < 1 or np_ > self.nlist:
+                raise ValueError(f"nprobe={np_} is outside [1, nlist={self.nlist}]")
+            return faiss.SearchParametersIVF(nprobe=np_, sel=selector) if selector is not None \
+                else faiss.SearchParametersIVF(nprobe=np_)
+        if selector is not None:
+            return faiss.SearchParameters(sel=selector)
+        return None
+
+    def search(self, queries, k, nprobe=None, selector=None):
+        if k <= 0:
+            raise ValueError(f"k={k}: the number of neighbours must be >= 1")
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if q.shape[1] != self.dim:
+            raise ValueError(f"query dimension {q.shape[1]} does not match the index ({self.dim})")
+        params = self._params(nprobe, selector)
+        if params is None:
+            D, I = self.index.search(q, k)
+        else:
+            D, I = self.index.search(q, k, params=params)
+        return D, I
+
+    def add_with_ids(self, vectors, ids):
+        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                                np.ascontiguousarray(ids, dtype=np.int64))
+
+    def remove_ids(self, ids) -> int:
+        import faiss
+
+        return int(self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))))
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def save(self, path) -> None:
+        import faiss
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(self.index, str(tmp))
+        os.replace(tmp, path)
+
+    def nbytes(self) -> int:
+        import faiss
+
+        return int(faiss.serialize_index(self.index).nbytes)

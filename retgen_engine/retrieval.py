@@ -1,0 +1,126 @@
+"""The retrieval distribution: embed the context, find similar patterns, spread their
+energy weights over their exact continuation counts.
+
+p_ret(w | q) = sum_p weight(q, p) * count(p, w) / count(p)
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .encoder import Encoder
+from .energy import EnergyModel
+from .index import VectorIndex
+from .patterns import PatternTable
+from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Retrieved:
+    """Search results for n queries: distances and pattern ids [n, k], -1 for none."""
+
+    D: np.ndarray
+    I: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.I >= 0
+
+    def top(self, k: int) -> "Retrieved":
+        return Retrieved(self.D[:, :k], self.I[:, :k])
+
+
+class PatternRetriever:
+    def __init__(self, patterns: PatternTable, index: VectorIndex, encoder: Encoder,
+                 tokenizer: Tokenizer, stream: np.ndarray, vocab_size: int,
+                 query_length: int, energy: EnergyModel):
+        self.patterns = patterns
+        self.index = index
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.stream = stream
+        self.V = vocab_size
+        self.query_length = query_length
+        self.energy = energy
+        rows = np.repeat(np.arange(len(patterns), dtype=np.int64), np.diff(patterns.cont_offsets))
+        self._cont_keys = rows * vocab_size + patterns.cont_tokens.astype(np.int64)
+
+    # -- queries -------------------------------------------------------------------------
+    def context_text(self, history: Sequence[int]) -> str:
+        itos = self.tokenizer.vocab.itos
+        toks = [itos[i] for i in list(history)[-self.query_length:]]
+        return self.tokenizer.context_text(toks)
+
+    def search_texts(self, texts: Sequence[str], k: int, nprobe: Optional[int] = None,
+                     batch_size: int = 256, progress: bool = False) -> Retrieved:
+        vecs = self.encoder.encode(texts, batch_size=batch_size, progress=progress,
+                                   desc="encoding queries")
+        n = len(texts)
+        D = np.full((n, k), np.inf, dtype=np.float32)
+        I = np.full((n, k), -1, dtype=np.int64)
+        empty = np.array([not t for t in texts], dtype=bool)
+        step = 4096
+        for s in tqdm(range(0, n, step), desc="searching", disable=not progress or n <= step):
+            d, i = self.index.search(vecs[s:s + step], k, nprobe=nprobe)
+            D[s:s + step], I[s:s + step] = d, i
+        I[empty] = -1  # an empty context retrieves nothing: the back-off alone answers
+        D[I < 0] = np.inf
+        return Retrieved(D, I)
+
+    def search_stream(self, seq: np.ndarray, k: int, nprobe: Optional[int] = None,
+                      start: int = 1, progress: bool = False) -> Retrieved:
+        """Retrieve for every prediction position i >= start of ``seq`` (context seq[:i])."""
+        itos = self.tokenizer.vocab.itos
+        q = self.query_length
+        seq_l = seq.tolist()
+        texts = [self.tokenizer.context_text([itos[t] for t in seq_l[max(0, i - q):i]])
+                 for i in range(start, len(seq_l))]
+        return self.search_texts(texts, k, nprobe=nprobe, progress=progress)
+
+    # -- distributions -------------------------------------------------------------------
+    def weights(self, r: Retrieved, tau: float | np.ndarray) -> np.ndarray:
+        freq = np.where(r.valid, self.patterns.count[np.maximum(r.I, 0)], 1)
+        return self.energy.weights(r.D, r.valid, tau, freq=freq)
+
+    def counts_of(self, ids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """count(p, w) for pattern ids [n, k] and tokens [n] (0 where absent or id is -1)."""
+        q = np.maximum(ids, 0) * self.V + np.asarray(tokens, dtype=np.int64)[:, None]
+        pos = np.searchsorted(self._cont_keys, q)
+        pos_c = np.minimum(pos, len(self._cont_keys) - 1)
+        hit = (self._cont_keys[pos_c] == q) & (ids >= 0)
+        return np.where(hit, self.patterns.cont_counts[pos_c], 0)
+
+    def target_probs(self, r: Retrieved, targets: np.ndarray, tau: float | np.ndarray,
+                     weights: Optional[np.ndarray] = None) -> np.ndarray:
+        """p_ret(target) per query (0 where no retrieved pattern continues with it)."""
+        w = self.weights(r, tau) if weights is None else weights
+        c = self.counts_of(r.I, targets)
+        tot = np.where(r.valid, self.patterns.count[np.maximum(r.I, 0)], 1)
+        return (w * c / tot).sum(axis=1)
+
+    def dense(self, r: Retrieved, tau: float, weights: Optional[np.ndarray] = None) -> np.ndarray:
+        """The full p_ret [V] of one query (all zeros when nothing was retrieved)."""
+        w = (self.weights(r, tau) if weights is None else weights)[0]
+        p = np.zeros(self.V)
+        for j, pid in enumerate(r.I[0].tolist()):
+            if pid < 0 or w[j] == 0:
+                continue
+            toks, cnts = self.patterns.continuations(pid)
+            p[toks] += w[j] * cnts / self.patterns.count[pid]
+        return p
+
+    def contributions(self, r: Retrieved, tau: float, token: int,
+                      weights: Optional[np.ndarray] = None) -> list[tuple[int, float]]:
+        """(pattern id, share of p_ret(token)) for one query, largest first."""
+        w = (self.weights(r, tau) if weights is None else weights)[0]
+        c = self.counts_of(r.I[:1], np.array([token]))[0]
+        tot = self.patterns.count[np.maximum(r.I[0], 0)]
+        share = w * c / tot
+        order = np.argsort(-share)
+        return [(int(r.I[0, j]), float(share[j])) for j in order if share[j] > 0]
