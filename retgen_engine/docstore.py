@@ -1,0 +1,588 @@
+"""A document vector store: texts + metadata + vectors behind stable string ids.
+
+Shared by the LangChain and LlamaIndex adapters (no framework imports here).
+
+Ids. Callers name records with strings; internally every record gets an int64 id from a
+counter that only grows (never reused, also across upserts and saves), with a
+``str -> int`` map. Re-adding an existing string id replaces the record (upsert).
+
+Index. Exact (``IDMap2,Flat``) until ``IndexConfig.exact_threshold`` records, then an IVF
+index chosen by :func:`retgen_engine.index.choose_spec` (IVF-Flat, IVF-PQ above
+``pq_threshold``), trained automatically from the stored vectors and retrained when the store
+has grown by ``retrain_growth`` since the last training. Retraining keeps every int id.
+With compressed codes (PQ/SQ) the index proposes ``refine_factor * k`` candidates that are
+re-scored exactly from the stored vectors.
+
+Scores. One convention everywhere: vectors are L2-normalized, the faiss metric is L2, the
+distance ``d`` is squared L2 in [0, 4] and the relevance is ``1 - d / 4`` in [0, 1], higher
+is better (equal to ``(1 + cos) / 2``).
+
+Filters (:mod:`retgen_engine.filters`) are evaluated on metadata to get the allowed int ids,
+which go into the faiss search as an ``IDSelectorBatch`` passed per call, so a filtered
+search returns the best *matching* records rather than filtering a fixed top-k.
+
+Threads. Mutations and the faiss search run under one re-entrant lock; a search copies what
+it returns (a snapshot) so MMR, energy reranking and callers never see later mutations.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .config import IndexConfig
+from .energy import EnergyModel
+from .filters import Filter, compile_filter
+from .index import FaissIndex
+from .store import atomic_write_text, sha256_file
+
+log = logging.getLogger(__name__)
+
+FORMAT = "retgen-docstore"
+FORMAT_VERSION = 1
+EXACT_SPEC = "IDMap2,Flat"
+VECTOR_DTYPES = ("float32", "float16")
+
+
+@dataclass
+class Record:
+    id: str
+    text: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class Hit:
+    """One search result. ``score`` is the relevance ``1 - distance / 4`` (higher better)."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    distance: float
+    score: float
+    vector: Optional[np.ndarray] = field(default=None, repr=False)
+    energy: Optional[float] = None
+    weight: Optional[float] = None
+
+
+def relevance(distance: np.ndarray | float) -> np.ndarray | float:
+    """Squared L2 distance between unit vectors (in [0, 4]) -> relevance in [0, 1]."""
+    return np.clip(1.0 - np.asarray(distance, dtype=np.float64) / 4.0, 0.0, 1.0)
+
+
+def normalize_rows(vectors: Any, dim: Optional[int], what: str = "vectors") -> np.ndarray:
+    """float32 [n, dim] unit rows; clear errors for bad shapes, non-finite or zero vectors."""
+    v = np.asarray(vectors, dtype=np.float32)
+    if v.ndim == 1:
+        v = v[None, :]
+    if v.ndim != 2:
+        raise ValueError(f"{what} must be a 2-d array [n, dim], got shape {v.shape}")
+    if dim is not None and v.shape[1] != dim:
+        raise ValueError(f"embedding dimension mismatch: {what} have dimension {v.shape[1]}, "
+                         f"the store holds dimension {dim}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{what} contain NaN or infinite values")
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError(f"{what} contain an all-zero vector, which has no direction")
+    return np.ascontiguousarray(v / norms, dtype=np.float32)
+
+
+def _check_ids(ids: Iterable[Any], what: str = "id") -> list[str]:
+    out = list(ids)
+    for i, x in enumerate(out):
+        if not isinstance(x, str):
+            raise TypeError(f"{what} {i} is {x!r} ({type(x).__name__}); ids must be strings")
+    return out
+
+
+def mmr_select(query: np.ndarray, vectors: np.ndarray, k: int, lambda_mult: float) -> list[int]:
+    """Maximal marginal relevance over unit vectors: indices into ``vectors``, in pick order.
+
+    score(j) = lambda * cos(q, j) - (1 - lambda) * max_{s picked} cos(j, s).
+    """
+    if not 0.0 <= lambda_mult <= 1.0:
+        raise ValueError(f"lambda_mult={lambda_mult} must be in [0, 1]")
+    n = len(vectors)
+    if n == 0 or k <= 0:
+        return []
+    rel = vectors @ query
+    picked: list[int] = []
+    max_sim = np.full(n, -np.inf)
+    free = np.ones(n, dtype=bool)
+    for _ in range(min(k, n)):
+        red = np.where(np.isfinite(max_sim), max_sim, 0.0)
+        score = np.where(free, lambda_mult * rel - (1.0 - lambda_mult) * red, -np.inf)
+        j = int(np.argmax(score))
+        picked.append(j)
+        free[j] = False
+        max_sim = np.maximum(max_sim, vectors @ vectors[j])
+    return picked
+
+
+def energy_scores(query: np.ndarray, vectors: np.ndarray, model: Optional[EnergyModel] = None,
+                  tau: float = 0.5, freq: Optional[Sequence[float]] = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(energies [k], weights [k]) of candidate documents for one query.
+
+    Features are those of :class:`~retgen_engine.energy.EnergyModel`: similarity
+    ``-d / tau`` (d squared L2 between unit vectors), MMR-style redundancy (the largest cosine
+    to any earlier candidate, so the order of ``vectors`` matters: pass them best first) and
+    the log of a per-document frequency prior (1 when not given).
+    """
+    model = model or EnergyModel(w_sim=1.0, w_div=0.5, w_freq=0.0)
+    v = normalize_rows(vectors, None, "candidate vectors") if len(vectors) else \
+        np.zeros((0, len(query)), np.float32)
+    q = normalize_rows(query, v.shape[1] if len(v) else None, "query vector")[0]
+    d = np.clip(2.0 - 2.0 * (v @ q), 0.0, 4.0)[None, :]
+    valid = np.ones_like(d, dtype=bool)
+    f = None if freq is None else np.asarray(freq, dtype=np.float64)[None, :]
+    e = model.energies(d, valid, tau, f, v[None])
+    w = model.weights(d, valid, tau, f, v[None])
+    return e[0], w[0]
+
+
+def energy_rerank(query: np.ndarray, hits: list[Hit], model: Optional[EnergyModel] = None,
+                  tau: float = 0.5, freq_key: str = "freq") -> list[Hit]:
+    """Hits (with vectors) sorted by energy weight, each given ``energy`` and ``weight``."""
+    if not hits:
+        return []
+    if any(h.vector is None for h in hits):
+        raise ValueError("energy reranking needs the candidates' vectors (with_vectors=True)")
+    freq = [_freq_of(h.metadata, freq_key) for h in hits]
+    e, w = energy_scores(query, np.stack([h.vector for h in hits]), model, tau, freq)
+    for h, ei, wi in zip(hits, e, w):
+        h.energy, h.weight = float(ei), float(wi)
+    return [hits[i] for i in np.argsort(e, kind="stable")]
+
+
+def _freq_of(md: Mapping[str, Any], key: str) -> float:
+    v = md.get(key, 1)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 1.0
+
+
+class DocumentStore:
+    """Texts, metadata and vectors with upsert/delete, filtered search, MMR and persistence."""
+
+    def __init__(self, dim: Optional[int] = None, index_config: Optional[IndexConfig] = None,
+                 vector_dtype: str = "float32", refine_factor: int = 4,
+                 retrain_growth: float = 2.0):
+        if dim is not None and (not isinstance(dim, int) or dim < 1):
+            raise ValueError(f"dim={dim!r} must be a positive int (or None: set by the first add)")
+        if vector_dtype not in VECTOR_DTYPES:
+            raise ValueError(f"vector_dtype={vector_dtype!r}; allowed: {', '.join(VECTOR_DTYPES)}")
+        if refine_factor < 1:
+            raise ValueError(f"refine_factor={refine_factor} must be >= 1")
+        if retrain_growth <= 1.0:
+            raise ValueError(f"retrain_growth={retrain_growth} must be > 1")
+        self.dim = dim
+        self.index_config = index_config or IndexConfig()
+        self.vector_dtype = vector_dtype
+        self.refine_factor = refine_factor
+        self.retrain_growth = retrain_growth
+        self.extra: dict[str, Any] = {}
+        self._lock = threading.RLock()
+        self._next_id = 0
+        self._id_map: dict[str, int] = {}
+        self._records: dict[int, Record] = {}
+        self._vecs = np.zeros((0, dim or 0), dtype=vector_dtype)
+        self._row_ids = np.zeros(0, dtype=np.int64)   # int id of each row, ascending
+        self._alive = np.zeros(0, dtype=bool)
+        self._nrows = 0
+        self._index: Optional[FaissIndex] = None
+        self._trained_n = 0
+
+    # -- introspection -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def spec(self) -> Optional[str]:
+        return self._index.spec if self._index is not None else None
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [r.id for r in self._records.values()]
+
+    def int_id(self, id: str) -> Optional[int]:
+        return self._id_map.get(id)
+
+    def nbytes(self) -> int:
+        """Bytes held by the faiss index and the stored vectors (not texts or metadata)."""
+        with self._lock:
+            idx = self._index.nbytes() if self._index is not None else 0
+            return idx + int(self._vecs[:self._nrows].nbytes) + int(self._row_ids.nbytes)
+
+    # -- mutation ----------------------------------------------------------------------
+    def upsert(self, ids: Sequence[str], texts: Sequence[str], vectors: Any,
+               metadatas: Optional[Sequence[Optional[Mapping[str, Any]]]] = None) -> list[str]:
+        """Insert or replace records; returns the ids. Vectors are L2-normalized on the way in."""
+        ids = _check_ids(ids)
+        texts = list(texts)
+        n = len(ids)
+        metadatas = [None] * n if metadatas is None else list(metadatas)
+        if not (len(texts) == n == len(metadatas)):
+            raise ValueError(f"got {n} ids, {len(texts)} texts and {len(metadatas)} metadatas; "
+                             "they must have the same length")
+        if n == 0:
+            return []
+        if len(set(ids)) != n:
+            dup = sorted({x for x in ids if ids.count(x) > 1})[:5]
+            raise ValueError(f"duplicate ids in one batch: {dup}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"text {i} is {type(t).__name__}, expected str")
+        for i, m in enumerate(metadatas):
+            if m is not None and not isinstance(m, Mapping):
+                raise TypeError(f"metadata {i} is {type(m).__name__}, expected a dict or None")
+        with self._lock:
+            v = normalize_rows(vectors, self.dim)
+            if len(v) != n:
+                raise ValueError(f"got {len(v)} vectors for {n} ids")
+            if self.dim is None:
+                self.dim = int(v.shape[1])
+                self._vecs = np.zeros((0, self.dim), dtype=self.vector_dtype)
+            self._remove_int_ids([self._id_map[x] for x in ids if x in self._id_map])
+            iids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+            self._next_id += n
+            self._append_rows(v, iids)
+            for x, t, m, iid in zip(ids, texts, metadatas, iids.tolist()):
+                self._id_map[x] = iid
+                self._records[iid] = Record(x, t, dict(m or {}))
+            index = self._ensure_index()
+            index.add_with_ids(v, iids)
+            self._maybe_retrain()
+        return ids
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete records by id; unknown ids are ignored. Returns how many were deleted."""
+        ids = _check_ids(ids)
+        with self._lock:
+            iids = [self._id_map[x] for x in set(ids) if x in self._id_map]
+            self._remove_int_ids(iids)
+            return len(iids)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._id_map.clear()
+            self._records.clear()
+            self._vecs = np.zeros((0, self.dim or 0), dtype=self.vector_dtype)
+            self._row_ids = np.zeros(0, dtype=np.int64)
+            self._alive = np.zeros(0, dtype=bool)
+            self._nrows = 0
+            self._index = None
+            self._trained_n = 0
+
+    def _remove_int_ids(self, iids: list[int]) -> None:
+        if not iids:
+            return
+        arr = np.asarray(sorted(iids), dtype=np.int64)
+        rows = np.searchsorted(self._row_ids[:self._nrows], arr)
+        self._alive[rows] = False
+        for iid in iids:
+            rec = self._records.pop(iid)
+            del self._id_map[rec.id]
+        if self._index is not None:
+            self._index.remove_ids(arr)
+
+    def _append_rows(self, v: np.ndarray, iids: np.ndarray) -> None:
+        need = self._nrows + len(v)
+        if need > len(self._vecs):
+            cap = max(need, 2 * len(self._vecs), 64)
+            self._vecs = _grow(self._vecs, cap)
+            self._row_ids = _grow(self._row_ids, cap)
+            self._alive = _grow(self._alive, cap)
+        self._vecs[self._nrows:need] = v
+        self._row_ids[self._nrows:need] = iids
+        self._alive[self._nrows:need] = True
+        self._nrows = need
+
+    def _compact(self) -> None:
+        live = self._alive[:self._nrows]
+        if live.all():
+            return
+        self._vecs = np.ascontiguousarray(self._vecs[:self._nrows][live])
+        self._row_ids = np.ascontiguousarray(self._row_ids[:self._nrows][live])
+        self._nrows = len(self._row_ids)
+        self._alive = np.ones(self._nrows, dtype=bool)
+
+    def _ensure_index(self) -> FaissIndex:
+        if self._index is None:
+            import faiss
+
+            self._index = FaissIndex(faiss.index_factory(self.dim, EXACT_SPEC, faiss.METRIC_L2),
+                                     EXACT_SPEC, self.index_config.nprobe)
+        return self._index
+
+    def _maybe_retrain(self) -> None:
+        """Train at ``exact_threshold`` records, retrain after growing ``retrain_growth``-fold."""
+        n = len(self._records)
+        if n >= self.index_config.exact_threshold and n >= self.retrain_growth * self._trained_n:
+            self._rebuild(self.index_config)
+
+    def _rebuild(self, cfg: IndexConfig) -> None:
+        self._compact()
+        n = self._nrows
+        t0 = time.perf_counter()
+        index = FaissIndex.build(self._vecs[:n].astype(np.float32), self._row_ids[:n], cfg)
+        log.info("docstore: trained %s on %d vectors in %.2fs", index.spec, n,
+                 time.perf_counter() - t0)
+        self._index = index
+        self._trained_n = n
+
+    # -- reads -------------------------------------------------------------------------
+    def get(self, ids: Sequence[str]) -> list[Record]:
+        """Records for ``ids`` in the same order; missing ids are skipped."""
+        ids = _check_ids(ids)
+        with self._lock:
+            out = []
+            for x in ids:
+                iid = self._id_map.get(x)
+                if iid is not None:
+                    r = self._records[iid]
+                    out.append(Record(r.id, r.text, dict(r.metadata)))
+            return out
+
+    def where(self, flt: Filter) -> list[Record]:
+        """All records whose metadata match ``flt`` (insertion order)."""
+        pred = compile_filter(flt)
+        with self._lock:
+            return [Record(r.id, r.text, dict(r.metadata)) for r in self._records.values()
+                    if pred is None or pred(r.metadata)]
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """Stored (unit, float32) vectors for ``ids``; KeyError names an unknown id."""
+        ids = _check_ids(ids)
+        with self._lock:
+            missing = [x for x in ids if x not in self._id_map]
+            if missing:
+                raise KeyError(f"unknown ids: {missing[:5]}")
+            return self._rows_of(np.array([self._id_map[x] for x in ids], dtype=np.int64))
+
+    def _rows_of(self, iids: np.ndarray) -> np.ndarray:
+        rows = np.searchsorted(self._row_ids[:self._nrows], iids)
+        return self._vecs[rows].astype(np.float32)
+
+    def search(self, query: Any, k: int = 4, filter: Filter | None = None,
+               with_vectors: bool = False, nprobe: Optional[int] = None) -> list[Hit]:
+        """The ``k`` nearest records matching ``filter``, best first (fewer if fewer exist)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k={k!r} must be an int >= 1")
+        pred = compile_filter(filter)
+        q = normalize_rows(query, self.dim, "query vector")
+        if len(q) != 1:
+            raise ValueError(f"search takes one query vector, got {len(q)}")
+        with self._lock:
+            if not self._records:
+                return []
+            allowed = None
+            if pred is not None:
+                allowed = np.fromiter((iid for iid, r in self._records.items()
+                                       if pred(r.metadata)), dtype=np.int64)
+                if len(allowed) == 0:
+                    return []
+            n_cand = len(allowed) if allowed is not None else len(self._records)
+            refine = self._index.spec != EXACT_SPEC and _has_codes(self._index.spec)
+            kk = min(n_cand, k * self.refine_factor if refine else k)
+            D, I = self._faiss_search(q, kk, allowed, nprobe)
+            keep = I >= 0
+            iids, dists = I[keep], D[keep]
+            vecs = self._rows_of(iids) if (refine or with_vectors) and len(iids) else None
+            if refine and len(iids):
+                dists = np.clip(2.0 - 2.0 * (vecs @ q[0]), 0.0, 4.0)
+                order = np.argsort(dists, kind="stable")[:k]
+                iids, dists, vecs = iids[order], dists[order], vecs[order]
+            recs = [self._records[int(i)] for i in iids]
+            hits = [Hit(r.id, r.text, dict(r.metadata), float(d), float(relevance(d)),
+                        vecs[j] if with_vectors else None)
+                    for j, (r, d) in enumerate(zip(recs, dists))]
+        return hits
+
+    def _faiss_search(self, q: np.ndarray, kk: int, allowed: Optional[np.ndarray],
+                      nprobe: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        selector = faiss.IDSelectorBatch(allowed) if allowed is not None else None
+        D, I = self._index.search(q, kk, nprobe=nprobe, selector=selector)
+        nlist = self._index.nlist
+        if nlist and (I[0] >= 0).sum() < kk and nprobe is None:
+            # a selective filter left the probed lists short: probe every list (still in faiss)
+            D, I = self._index.search(q, kk, nprobe=nlist, selector=selector)
+        return D[0], I[0]
+
+    def max_marginal_relevance(self, query: Any, k: int = 4, fetch_k: int = 20,
+                               lambda_mult: float = 0.5, filter: Filter | None = None
+                               ) -> list[Hit]:
+        """MMR over the ``fetch_k`` nearest matching records (``lambda_mult=1``: plain search)."""
+        if not 0.0 <= lambda_mult <= 1.0:
+            raise ValueError(f"lambda_mult={lambda_mult} must be in [0, 1]")
+        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True)
+        if not hits:
+            return []
+        q = normalize_rows(query, self.dim, "query vector")[0]
+        order = mmr_select(q, np.stack([h.vector for h in hits]), k, lambda_mult)
+        return [hits[i] for i in order]
+
+    def search_energy(self, query: Any, k: int = 4, fetch_k: int = 20,
+                      filter: Filter | None = None, model: Optional[EnergyModel] = None,
+                      tau: float = 0.5, freq_key: str = "freq") -> list[Hit]:
+        """Nearest ``fetch_k`` candidates reranked by energy; the best ``k`` with energy/weight."""
+        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True)
+        q = normalize_rows(query, self.dim, "query vector")[0]
+        return energy_rerank(q, hits, model, tau, freq_key)[:k]
+
+    # -- persistence -------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the store to directory ``path`` (temp dir, then rename; replaces a store)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not _is_replaceable(path):
+            raise FileExistsError(f"{str(path)!r} exists and is not a RETGEN docstore; "
+                                  "refusing to replace it")
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.mkdir()
+        try:
+            with self._lock:
+                self._compact()
+                manifest = self._write_files(tmp)
+            atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2))
+            old = None
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+                os.rename(path, old)
+            os.rename(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("docstore: saved %d records to %s", len(self), path)
+        return path
+
+    def _write_files(self, d: Path) -> dict:
+        n = self._nrows
+        np.save(d / "vectors.npy", self._vecs[:n], allow_pickle=False)
+        np.save(d / "int_ids.npy", self._row_ids[:n], allow_pickle=False)
+        _write_sqlite(d / "docs.sqlite", self._records)
+        index = None
+        if self._index is not None:
+            self._index.save(d / "index.faiss")
+            index = {"file": "index.faiss", "spec": self._index.spec,
+                     "default_nprobe": self._index.default_nprobe, "trained_n": self._trained_n}
+        files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                 for p in sorted(d.iterdir())}
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "dim": self.dim,
+                "count": len(self._records), "next_id": self._next_id,
+                "vector_dtype": self.vector_dtype, "refine_factor": self.refine_factor,
+                "retrain_growth": self.retrain_growth,
+                "index_config": self.index_config.model_dump(), "index": index,
+                "files": files, "extra": self.extra, "saved_at": time.time()}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> "DocumentStore":
+        path = Path(path)
+        m = read_manifest(path)
+        if verify:
+            for name, info in m["files"].items():
+                if sha256_file(path / name) != info["sha256"]:
+                    raise ValueError(f"docstore file {str(path / name)!r} does not match its "
+                                     "checksum in manifest.json (corrupt or modified)")
+        s = cls(m["dim"], IndexConfig(**m["index_config"]), m["vector_dtype"],
+                m["refine_factor"], m["retrain_growth"])
+        s.extra = dict(m.get("extra") or {})
+        s._vecs = np.load(path / "vectors.npy", allow_pickle=False)
+        s._row_ids = np.load(path / "int_ids.npy", allow_pickle=False).astype(np.int64)
+        s._nrows = len(s._row_ids)
+        s._alive = np.ones(s._nrows, dtype=bool)
+        s._records = _read_sqlite(path / "docs.sqlite")
+        s._id_map = {r.id: iid for iid, r in s._records.items()}
+        s._next_id = int(m["next_id"])
+        if m["index"] is not None:
+            ix = m["index"]
+            s._index = FaissIndex.load(path / ix["file"], ix["spec"], ix["default_nprobe"],
+                                       mmap=False)
+            s._trained_n = int(ix["trained_n"])
+        ntot = s._index.ntotal if s._index is not None else 0
+        if not (len(s._records) == s._nrows == ntot == m["count"]):
+            raise ValueError(f"docstore at {str(path)!r} is inconsistent: {len(s._records)} "
+                             f"records, {s._nrows} vectors, {ntot} indexed, manifest says "
+                             f"{m['count']}")
+        return s
+
+
+def read_manifest(path: Path) -> dict:
+    mf = Path(path) / "manifest.json"
+    if not mf.is_file():
+        raise FileNotFoundError(f"no docstore at {str(path)!r} (manifest.json is missing)")
+    m = json.loads(mf.read_text(encoding="utf-8"))
+    if m.get("format") != FORMAT:
+        raise ValueError(f"{str(mf)!r} is not a RETGEN docstore manifest "
+                         f"(format={m.get('format')!r})")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"docstore format version {m.get('format_version')!r} is not supported "
+                         f"(this version reads {FORMAT_VERSION})")
+    return m
+
+
+def _is_replaceable(path: Path) -> bool:
+    if path.is_dir() and not any(path.iterdir()):
+        return True
+    try:
+        read_manifest(path)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _has_codes(spec: str) -> bool:
+    return any(t in spec for t in ("PQ", "SQ", "LSH", "RQ"))
+
+
+def _grow(a: np.ndarray, cap: int) -> np.ndarray:
+    out = np.zeros((cap,) + a.shape[1:], dtype=a.dtype)
+    out[:len(a)] = a
+    return out
+
+
+def _json_metadata(rec: Record) -> str:
+    try:
+        return json.dumps(rec.metadata, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"metadata of record {rec.id!r} is not JSON-serializable ({e}); "
+                         "only JSON values (str, number, bool, None, list, dict) can be saved"
+                         ) from None
+
+
+def _write_sqlite(path: Path, records: Mapping[int, Record]) -> None:
+    con = sqlite3.connect(path)
+    try:
+        con.execute("CREATE TABLE docs (iid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
+                    "text TEXT NOT NULL, metadata TEXT NOT NULL)")
+        con.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)",
+                        ((iid, r.id, r.text, _json_metadata(r)) for iid, r in records.items()))
+        con.commit()
+    finally:
+        con.close()
+
+
+def _read_sqlite(path: Path) -> dict[int, Record]:
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT iid, id, text, metadata FROM docs ORDER BY iid").fetchall()
+    finally:
+        con.close()
+    return {int(iid): Record(sid, text, json.loads(md)) for iid, sid, text, md in rows}
+
+
+__all__ = ["DocumentStore", "Record", "Hit", "relevance", "mmr_select", "energy_scores",
+           "energy_rerank", "normalize_rows", "read_manifest", "FORMAT", "FORMAT_VERSION"]

@@ -1,0 +1,58 @@
+"""Shared helpers for the LLM adapters: resolving an engine, generation arguments, traces."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from retgen_engine import GeneratedToken, RetgenEngine
+
+log = logging.getLogger(__name__)
+
+_CACHE: dict[str, RetgenEngine] = {}
+_CACHE_LOCK = threading.Lock()
+
+#: the generation arguments the adapters forward to :meth:`RetgenEngine.generate`.
+GENERATION_ARGS = ("temperature", "top_k", "top_p", "repetition_penalty", "seed")
+
+
+def resolve_engine(engine: Optional[RetgenEngine], model_dir: Optional[str | os.PathLike]
+                   ) -> RetgenEngine:
+    """The engine instance given, or the model at ``model_dir`` (loaded once per process)."""
+    if engine is not None:
+        if not isinstance(engine, RetgenEngine):
+            raise TypeError(f"engine must be a RetgenEngine, got {type(engine).__name__}")
+        return engine
+    if model_dir is None:
+        raise ValueError("give either model_dir (a RETGEN model directory) or engine")
+    key = str(Path(model_dir).resolve())
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            log.info("loading RETGEN model from %s", key)
+            _CACHE[key] = RetgenEngine.load(key)
+        return _CACHE[key]
+
+
+def generation_kwargs(params: dict[str, Any], max_tokens: Optional[int],
+                      stop: Optional[Iterable[str]], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``engine.generate``/``engine.stream`` (None = model default)."""
+    kw = {k: params.get(k) for k in GENERATION_ARGS}
+    kw["max_new_tokens"] = max_tokens
+    kw["stop"] = list(stop) if stop else None
+    for k, v in overrides.items():
+        if k in GENERATION_ARGS or k == "max_new_tokens":
+            kw[k] = v
+        elif k == "max_tokens":
+            kw["max_new_tokens"] = v
+    return kw
+
+
+def token_trace(tokens: Iterable[GeneratedToken]) -> list[dict[str, Any]]:
+    """The per-token trace as plain JSON-able dicts (token, id, text, logprob, sources)."""
+    return [t.to_dict() for t in tokens]
+
+
+def count_tokens(engine: RetgenEngine, text: str) -> int:
+    return len(engine.tokenizer.split(text))
