@@ -56,3 +56,12 @@ def token_trace(tokens: Iterable[GeneratedToken]) -> list[dict[str, Any]]:
 
 def count_tokens(engine: RetgenEngine, text: str) -> int:
     return len(engine.tokenizer.split(text))
+
+
+def stream_finish_reason(engine: RetgenEngine, kw: dict[str, Any], n_out: int) -> str:
+    """"length" when the stream produced ``max_new_tokens`` tokens, else "stop" (a stop
+    sequence ended it; one completed by the very last allowed token reads as "length")."""
+    limit = kw.get("max_new_tokens")
+    if limit is None:
+        limit = engine.config.generation.max_new_tokens
+    return "length" if n_out >= limit else "stop"

@@ -1,0 +1,119 @@
+"""RETGEN as a LangChain chat model.
+
+RETGEN is a plain (non-chat) language model: the messages' texts are joined with newlines
+into one prompt and the model continues it. Tool calling and structured output are not
+supported (the base class raises for ``bind_tools``).
+
+``response_metadata`` carries ``finish_reason``, ``model_name`` and ``retgen_trace``: one
+dict per generated token (token, token_id, text, logprob and the corpus sources that carried
+its probability). Streaming yields one chunk per generated token, each with that token's
+trace entry; ``usage_metadata`` counts prompt and generated tokens with the engine's
+tokenizer.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Optional
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from retgen_engine import RetgenEngine
+
+from .._engine import (count_tokens, generation_kwargs, resolve_engine, stream_finish_reason,
+                       token_trace)
+
+
+def messages_to_prompt(messages: list[BaseMessage]) -> str:
+    """The texts of the messages, one per line (roles are not part of RETGEN's corpus)."""
+    return "\n".join(m.text for m in messages if m.text)
+
+
+class _RetgenParams:
+    """Fields and helpers shared by :class:`ChatRetgen` and :class:`RetgenLLM`."""
+
+    def _engine(self) -> RetgenEngine:
+        if self._loaded is None:
+            self._loaded = resolve_engine(self.engine, self.model_dir)
+        return self._loaded
+
+    def _kw(self, stop: Optional[list[str]], kwargs: dict[str, Any]) -> dict[str, Any]:
+        params = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
+                  "repetition_penalty": self.repetition_penalty, "seed": self.seed}
+        return generation_kwargs(params, self.max_tokens, stop or self.stop, kwargs)
+
+    def _usage(self, prompt_tokens: int, completion_tokens: int) -> UsageMetadata:
+        return UsageMetadata(input_tokens=prompt_tokens, output_tokens=completion_tokens,
+                             total_tokens=prompt_tokens + completion_tokens)
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens of ``text`` with the RETGEN model's own tokenizer."""
+        return count_tokens(self._engine(), text)
+
+
+class ChatRetgen(_RetgenParams, BaseChatModel):
+    """Chat model over a RETGEN model directory (``model_dir``) or engine (``engine``)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    model_dir: Optional[str] = None
+    engine: Optional[Any] = Field(default=None, exclude=True)
+    model_name: str = Field("retgen", alias="model")
+    temperature: Optional[float] = Field(None, ge=0.0)
+    max_tokens: Optional[int] = Field(None, ge=0)
+    top_k: Optional[int] = Field(None, ge=0)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: Optional[float] = Field(None, gt=0.0)
+    seed: Optional[int] = None
+    stop: Optional[list[str]] = None
+    _loaded: Optional[RetgenEngine] = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "retgen-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "model_dir": self.model_dir,
+                "temperature": self.temperature, "max_tokens": self.max_tokens,
+                "top_k": self.top_k, "top_p": self.top_p,
+                "repetition_penalty": self.repetition_penalty, "seed": self.seed}
+
+    def _generate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
+                  run_manager: Optional[CallbackManagerForLLMRun] = None,
+                  **kwargs: Any) -> ChatResult:
+        res = self._engine().generate(messages_to_prompt(messages), **self._kw(stop, kwargs))
+        msg = AIMessage(
+            content=res.text,
+            usage_metadata=self._usage(res.prompt_tokens, res.completion_tokens),
+            response_metadata={"finish_reason": res.finish_reason,
+                               "model_name": self.model_name,
+                               "model_provider": "retgen",
+                               "unknown_prompt_words": res.unknown_prompt_words,
+                               "retgen_trace": token_trace(res.tokens)})
+        return ChatResult(generations=[ChatGeneration(message=msg)])
+
+    def _stream(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
+                run_manager: Optional[CallbackManagerForLLMRun] = None,
+                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        engine = self._engine()
+        prompt = messages_to_prompt(messages)
+        kw = self._kw(stop, kwargs)
+        n_prompt = count_tokens(engine, prompt)
+        n_out = 0
+        for tok in engine.stream(prompt, **kw):
+            n_out += 1
+            chunk = ChatGenerationChunk(message=AIMessageChunk(
+                content=tok.text, response_metadata={"retgen_trace": token_trace([tok])}))
+            if run_manager:
+                run_manager.on_llm_new_token(tok.text, chunk=chunk)
+            yield chunk
+        yield ChatGenerationChunk(message=AIMessageChunk(
+            content="", chunk_position="last",
+            usage_metadata=self._usage(n_prompt, n_out),
+            response_metadata={"finish_reason": stream_finish_reason(engine, kw, n_out),
+                               "model_name": self.model_name,
+                               "model_provider": "retgen"}))
