@@ -159,14 +159,14 @@ def energy_rerank(query: np.ndarray, hits: list[Hit], model: Optional[EnergyMode
         return []
     if any(h.vector is None for h in hits):
         raise ValueError("energy reranking needs the candidates' vectors (with_vectors=True)")
-    freq = [_freq_of(h.metadata, freq_key) for h in hits]
+    freq = [freq_prior(h.metadata, freq_key) for h in hits]
     e, w = energy_scores(query, np.stack([h.vector for h in hits]), model, tau, freq)
     for h, ei, wi in zip(hits, e, w):
         h.energy, h.weight = float(ei), float(wi)
     return [hits[i] for i in np.argsort(e, kind="stable")]
 
 
-def _freq_of(md: Mapping[str, Any], key: str) -> float:
+def freq_prior(md: Mapping[str, Any], key: str) -> float:
     v = md.get(key, 1)
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 1.0
 
@@ -374,23 +374,23 @@ class DocumentStore:
         return self._vecs[rows].astype(np.float32)
 
     def search(self, query: Any, k: int = 4, filter: Filter | None = None,
-               with_vectors: bool = False, nprobe: Optional[int] = None) -> list[Hit]:
-        """The ``k`` nearest records matching ``filter``, best first (fewer if fewer exist)."""
+               with_vectors: bool = False, nprobe: Optional[int] = None,
+               ids: Optional[Sequence[str]] = None) -> list[Hit]:
+        """The ``k`` nearest records matching ``filter`` (and among ``ids`` when given), best
+        first; fewer when fewer exist."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k={k!r} must be an int >= 1")
         pred = compile_filter(filter)
+        only = None if ids is None else _check_ids(ids)
         q = normalize_rows(query, self.dim, "query vector")
         if len(q) != 1:
             raise ValueError(f"search takes one query vector, got {len(q)}")
         with self._lock:
             if not self._records:
                 return []
-            allowed = None
-            if pred is not None:
-                allowed = np.fromiter((iid for iid, r in self._records.items()
-                                       if pred(r.metadata)), dtype=np.int64)
-                if len(allowed) == 0:
-                    return []
+            allowed = self._allowed(pred, only)
+            if allowed is not None and len(allowed) == 0:
+                return []
             n_cand = len(allowed) if allowed is not None else len(self._records)
             refine = self._index.spec != EXACT_SPEC and _has_codes(self._index.spec)
             kk = min(n_cand, k * self.refine_factor if refine else k)
@@ -408,6 +408,18 @@ class DocumentStore:
                     for j, (r, d) in enumerate(zip(recs, dists))]
         return hits
 
+    def _allowed(self, pred, only: Optional[list[str]]) -> Optional[np.ndarray]:
+        """Sorted int ids passing the filter and the id restriction (None: everything)."""
+        if pred is None and only is None:
+            return None
+        if only is not None:
+            cand = ((iid, self._records[iid]) for iid in
+                    {self._id_map[x] for x in only if x in self._id_map})
+        else:
+            cand = iter(self._records.items())
+        return np.sort(np.fromiter((iid for iid, r in cand if pred is None or pred(r.metadata)),
+                                   dtype=np.int64))
+
     def _faiss_search(self, q: np.ndarray, kk: int, allowed: Optional[np.ndarray],
                       nprobe: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
         import faiss
@@ -421,12 +433,12 @@ class DocumentStore:
         return D[0], I[0]
 
     def max_marginal_relevance(self, query: Any, k: int = 4, fetch_k: int = 20,
-                               lambda_mult: float = 0.5, filter: Filter | None = None
-                               ) -> list[Hit]:
+                               lambda_mult: float = 0.5, filter: Filter | None = None,
+                               ids: Optional[Sequence[str]] = None) -> list[Hit]:
         """MMR over the ``fetch_k`` nearest matching records (``lambda_mult=1``: plain search)."""
         if not 0.0 <= lambda_mult <= 1.0:
             raise ValueError(f"lambda_mult={lambda_mult} must be in [0, 1]")
-        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True)
+        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True, ids=ids)
         if not hits:
             return []
         q = normalize_rows(query, self.dim, "query vector")[0]
@@ -435,9 +447,10 @@ class DocumentStore:
 
     def search_energy(self, query: Any, k: int = 4, fetch_k: int = 20,
                       filter: Filter | None = None, model: Optional[EnergyModel] = None,
-                      tau: float = 0.5, freq_key: str = "freq") -> list[Hit]:
+                      tau: float = 0.5, freq_key: str = "freq",
+                      ids: Optional[Sequence[str]] = None) -> list[Hit]:
         """Nearest ``fetch_k`` candidates reranked by energy; the best ``k`` with energy/weight."""
-        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True)
+        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True, ids=ids)
         q = normalize_rows(query, self.dim, "query vector")[0]
         return energy_rerank(q, hits, model, tau, freq_key)[:k]
 
@@ -585,4 +598,4 @@ def _read_sqlite(path: Path) -> dict[int, Record]:
 
 
 __all__ = ["DocumentStore", "Record", "Hit", "relevance", "mmr_select", "energy_scores",
-           "energy_rerank", "normalize_rows", "read_manifest", "FORMAT", "FORMAT_VERSION"]
+           "energy_rerank", "freq_prior", "normalize_rows", "read_manifest", "FORMAT", "FORMAT_VERSION"]

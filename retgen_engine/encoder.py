@@ -114,7 +114,9 @@ class SentenceTransformerEncoder(Encoder):
         self.model.eval()
         self.dtype = dtype
         self.path = str(p)
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or \
+            self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
         self.max_seq_length = int(self.model.max_seq_length)
         self.name = "sentence-transformers/all-MiniLM-L6-v2" if path is None else p.name
         self._lock = threading.Lock()  # torch modules are not re-entrant across threads
@@ -129,7 +131,8 @@ class SentenceTransformerEncoder(Encoder):
             v = self.model.encode(list(texts), batch_size=len(texts), convert_to_numpy=False,
                                   convert_to_tensor=True, normalize_embeddings=True,
                                   show_progress_bar=False)
-        return v.float().cpu().numpy().astype(np.float32, copy=False)
+        v = v.float().cpu().numpy().astype(np.float32, copy=False)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # exact in fp32
 
 
 def load_encoder(name: str, dtype: str = "float32") -> Encoder:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Optional
@@ -80,8 +81,11 @@ def _nlist_of(index) -> int:
 
 
 class FaissIndex(VectorIndex):
-    def __init__(self, index, spec: str, default_nprobe: int = 16):
+    def __init__(self, index, spec: str, default_nprobe: int = 16,
+                 mapped_from: Optional[Path] = None):
         self.index = index
+        # faiss cannot re-serialize an index whose lists are memory-mapped: keep its file.
+        self.mapped_from = mapped_from
         self.spec = spec
         self.dim = index.d
         self.nlist = _nlist_of(index)
@@ -131,15 +135,17 @@ class FaissIndex(VectorIndex):
         import faiss
 
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        mapped = Path(path) if mmap else None
         try:
             index = faiss.read_index(str(path), flags)
         except RuntimeError:
+            mapped = None
             try:  # not every index type supports mmap
                 index = faiss.read_index(str(path))
             except RuntimeError as e:
                 raise ValueError(f"index file {str(path)!r} is corrupt or not a faiss index: "
                                  f"{str(e).splitlines()[0] if str(e) else e}") from None
-        return cls(index, spec, default_nprobe)
+        return cls(index, spec, default_nprobe, mapped_from=mapped)
 
     def _params(self, nprobe: Optional[int], selector):
         import faiss
@@ -168,12 +174,16 @@ class FaissIndex(VectorIndex):
         return D, I
 
     def add_with_ids(self, vectors, ids):
+        if self.mapped_from is not None:
+            raise RuntimeError("this index is memory-mapped read-only; load it with mmap=False to add")
         self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
                                 np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove_ids(self, ids) -> int:
         import faiss
 
+        if self.mapped_from is not None:
+            raise RuntimeError("this index is memory-mapped read-only; load it with mmap=False to remove")
         return int(self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))))
 
     @property
@@ -185,10 +195,15 @@ class FaissIndex(VectorIndex):
 
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(self.index, str(tmp))
+        if self.mapped_from is not None:
+            shutil.copyfile(self.mapped_from, tmp)
+        else:
+            faiss.write_index(self.index, str(tmp))
         os.replace(tmp, path)
 
     def nbytes(self) -> int:
         import faiss
 
+        if self.mapped_from is not None:
+            return self.mapped_from.stat().st_size
         return int(faiss.serialize_index(self.index).nbytes)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from retgen_engine import HashingEncoder, RETGENConfig, RetgenEngine
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "examples" / "data" / "wikitext2_sample.tokens"
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def hashing_config(**index) -> RETGENConfig:
+    cfg = RETGENConfig()
+    cfg.encoder.name = "hashing:64"
+    for k, v in index.items():
+        setattr(cfg.index, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def sample_corpus() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A model over the bundled sample corpus with the hashing encoder (seconds to build)."""
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    RetgenEngine.build(SAMPLE, out=out, config=hashing_config(), encoder=HashingEncoder(64),
+                       progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir) -> RetgenEngine:
+    return RetgenEngine.load(tiny_model_dir)

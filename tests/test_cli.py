@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+from retgen_engine.cli import main
+
+from conftest import hashing_config
+
+
+def test_build_eval_generate_info(tmp_path, sample_corpus, capsys):
+    cfg = tmp_path / "cfg.json"
+    hashing_config().save(cfg)
+    out = tmp_path / "m"
+    assert main(["build", "--corpus", str(sample_corpus), "--out", str(out), "--config", str(cfg),
+                 "--quiet"]) == 0
+    assert "patterns" in capsys.readouterr().out
+    data = tmp_path / "v.tokens"
+    data.write_text(" the game was released . \n")
+    assert main(["eval", "--model", str(out), "--data", str(data), "--json", "--quiet"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["tokens"] == 6 and rep["perplexity"] > 1 and "ms_per_token" in rep
+    assert main(["generate", "--model", str(out), "--prompt", "The game", "--max-new-tokens", "5",
+                 "--seed", "1", "--trace"]) == 0
+    text = capsys.readouterr().out
+    assert "ngram" in text or "pattern" in text
+    assert main(["generate", "--model", str(out), "--prompt", "The game", "--max-new-tokens", "5",
+                 "--seed", "1", "--stream"]) == 0
+    assert capsys.readouterr().out.startswith("The game")
+    assert main(["info", "--model", str(out), "--verify"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_patterns"] > 0
+
+
+def test_errors_are_clear(tmp_path, capsys, tiny_model_dir):
+    assert main(["eval", "--model", str(tmp_path / "nope"), "--data", "x"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "a", "--top-p", "2"]) == 2
+    assert "top_p" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"retrieval": {"k": 0}}')
+    assert main(["build", "--corpus", "x", "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
+    assert "k" in capsys.readouterr().err

@@ -1,0 +1,92 @@
+import faiss
+import numpy as np
+import pytest
+
+from retgen_engine.config import IndexConfig
+from retgen_engine.index import FaissIndex, choose_spec
+
+
+def clustered(n, d, seed=0, centers=64):
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centers, d))
+    x = c[rng.integers(centers, size=n)] + 0.3 * rng.normal(size=(n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32)
+
+
+def recall_at(index: FaissIndex, x, q, k, **kw):
+    flat = faiss.IndexFlatL2(x.shape[1])
+    flat.add(x)
+    _, gt = flat.search(q, k)
+    _, got = index.search(q, k, **kw)
+    return np.mean([len(set(a) & set(b)) / k for a, b in zip(gt, got)])
+
+
+def test_spec_by_size():
+    cfg = IndexConfig()
+    assert choose_spec(100, 64, cfg) == "IDMap2,Flat"
+    assert choose_spec(10_000, 64, cfg) == "IVF256,Flat"  # 4*sqrt(N)=400, capped at N/39
+    assert choose_spec(60_000, 64, cfg) == "IVF980,Flat"
+    s = choose_spec(1_000_000, 384, cfg)
+    assert s == "IVF4000,PQ48x8np"
+    assert choose_spec(1_000_000, 384, IndexConfig(fast_scan=True)) == "IVF4000,PQ48x4fs"
+
+
+def test_pq_nsplits_must_divide_dim():
+    with pytest.raises(ValueError, match="pq_nsplits"):
+        choose_spec(1_000_000, 100, IndexConfig(pq_nsplits=48))
+
+
+def test_ivf_flat_recall_against_exact():
+    x = clustered(20_000, 32)
+    q = clustered(200, 32, seed=1)
+    idx = FaissIndex.build(x, np.arange(len(x)), IndexConfig())
+    assert idx.spec.endswith(",Flat") and idx.nlist > 1
+    assert recall_at(idx, x, q, 10, nprobe=idx.nlist) == pytest.approx(1.0)
+    assert recall_at(idx, x, q, 10, nprobe=16) >= 0.9
+
+
+def test_ivf_pq_recall_against_exact():
+    x = clustered(20_000, 64)
+    q = clustered(200, 64, seed=1)
+    idx = FaissIndex.build(x, np.arange(len(x)), IndexConfig(pq_threshold=10_000, pq_nsplits=16))
+    assert "PQ16" in idx.spec
+    assert recall_at(idx, x, q, 10, nprobe=32) >= 0.5
+
+
+def test_explicit_ids_minus_one_and_per_call_params():
+    x = clustered(50, 16)
+    ids = np.arange(1000, 1050)
+    idx = FaissIndex.build(x, ids, IndexConfig())
+    D, I = idx.search(x[:2], 60)
+    assert I.shape == (2, 60) and (I[:, 50:] == -1).all()
+    assert I[0, 0] == 1000
+    sel = faiss.IDSelectorBatch(np.array([1007, 1009], dtype=np.int64))
+    _, I2 = idx.search(x[:1], 5, selector=sel)
+    assert set(I2[0][I2[0] >= 0]) == {1007, 1009}
+    with pytest.raises(ValueError, match="k=0"):
+        idx.search(x[:1], 0)
+    with pytest.raises(ValueError, match="dimension"):
+        idx.search(np.zeros((1, 8), np.float32), 3)
+
+
+def test_nprobe_outside_range_rejected():
+    x = clustered(8000, 16)
+    idx = FaissIndex.build(x, np.arange(len(x)), IndexConfig())
+    with pytest.raises(ValueError, match="nprobe"):
+        idx.search(x[:1], 3, nprobe=idx.nlist + 1)
+
+
+def test_too_small_for_pq_falls_back(caplog):
+    x = clustered(200, 16)  # fewer points than the 256 PQ centroids: faiss cannot train
+    idx = FaissIndex.build(x, np.arange(len(x)), IndexConfig(spec="IVF4,PQ4x8np"))
+    assert idx.spec == "IDMap2,Flat"
+    assert "falling back" in caplog.text
+
+
+def test_save_load_round_trip(tmp_path):
+    x = clustered(6000, 16)
+    idx = FaissIndex.build(x, np.arange(len(x)), IndexConfig())
+    idx.save(tmp_path / "i.faiss")
+    back = FaissIndex.load(tmp_path / "i.faiss", idx.spec)
+    np.testing.assert_array_equal(idx.search(x[:5], 4)[1], back.search(x[:5], 4)[1])

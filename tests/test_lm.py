@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from retgen_engine.lm import RetrievalParams, mix_logprobs
+from retgen_engine.patterns import extract_patterns
+from retgen_engine.ngrams import build_levels
+
+
+def test_patterns_store_exact_counts_once():
+    # a b a b c a b  -> context "a" (len 1) continues with b three times
+    ids = np.array([2, 3, 2, 3, 4, 2, 3], dtype=np.int32)
+    t = extract_patterns(build_levels(ids, 5, 3), 5, [1, 2], [1, 1])
+    ctx = {tuple(t.context_ids(p, ids).tolist()): p for p in range(len(t))}
+    assert len(ctx) == len(t)  # each context stored once
+    toks, cnts = t.continuations(ctx[(2,)])
+    assert toks.tolist() == [3] and cnts.tolist() == [3]
+    toks, cnts = t.continuations(ctx[(3,)])
+    assert dict(zip(toks.tolist(), cnts.tolist())) == {2: 1, 4: 1}
+    toks, cnts = t.continuations(ctx[(2, 3)])
+    assert dict(zip(toks.tolist(), cnts.tolist())) == {2: 1, 4: 1}
+    assert t.count[ctx[(2, 3)]] == 2
+    # min_count drops rare contexts
+    t2 = extract_patterns(build_levels(ids, 5, 3), 5, [2], [2])
+    assert len(t2) == 1
+
+
+def test_mix_is_normalized_and_positive():
+    rng = np.random.default_rng(0)
+    p_kn = rng.dirichlet(np.ones(50))
+    p_ret = np.zeros(50)
+    p_ret[[3, 7]] = [0.25, 0.75]
+    lp = mix_logprobs(np.log(p_kn), p_ret, 0.4)
+    assert abs(np.exp(lp).sum() - 1) < 1e-12 and np.isfinite(lp).all()
+    np.testing.assert_allclose(mix_logprobs(np.log(p_kn), p_ret, 0.0), np.log(p_kn))
+
+
+@pytest.mark.parametrize("lam,k,tau", [(0.0, 8, 0.05), (0.3, 8, 0.05), (0.9, 64, 1.0), (0.5, 1, 0.01)])
+def test_next_token_distribution_sums_to_one(tiny_engine, lam, k, tau):
+    for ctx in ["The game was", "", "zzzz qqqq", "of the"]:
+        lp = tiny_engine.next_token_logprobs(ctx, k=k, temperature=tau, lam=lam)
+        p = np.exp(lp)
+        assert abs(p.sum() - 1.0) < 1e-5
+        assert p.min() > 0 and p[tiny_engine.vocab.unk_id] > 0
+        assert len(p) == len(tiny_engine.vocab)
+
+
+def test_stream_scores_match_step_distributions(tiny_engine):
+    ids = tiny_engine.stream_ids[2000:2030].astype(np.int64)
+    seq = np.concatenate([[1], ids])
+    params = tiny_engine.retrieval_params(lam=0.4)
+    out = tiny_engine.lm.score_stream(seq, params)
+    for i in range(1, len(seq)):
+        lp, _ = tiny_engine.lm.next_token_logprobs(seq[:i].tolist(), params)
+        assert out["logp"][i - 1] == pytest.approx(lp[seq[i]], abs=1e-6)
+
+
+def test_retrieval_params_validate():
+    with pytest.raises(ValueError, match="k=0"):
+        RetrievalParams(k=0)
+    with pytest.raises(ValueError, match="temperature"):
+        RetrievalParams(temperature=0)
+    with pytest.raises(ValueError, match="lam"):
+        RetrievalParams(lam=1.0)
+
+
+def test_perplexity_report(tiny_engine, sample_corpus, tmp_path):
+    f = tmp_path / "valid.tokens"
+    f.write_text(" the game was released in Japan . \n\n = Heading = \n")
+    rep = tiny_engine.perplexity(f)
+    assert rep["tokens"] == 7 + 1 + 1 + 3 + 1  # words + one <eos> per line, blank included
+    assert rep["perplexity"] > 1 and rep["backoff_perplexity"] > 1
+    assert 0 <= rep["retrieval_coverage"] <= 1
+    only_kn = tiny_engine.perplexity(f, lam=0.0)
+    assert only_kn["perplexity"] == pytest.approx(rep["backoff_perplexity"])
