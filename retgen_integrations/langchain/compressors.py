@@ -9,7 +9,7 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import Embeddings
 from pydantic import ConfigDict, Field
 
-from retgen_engine.docstore import energy_scores, relevance
+from retgen_engine.docstore import energy_scores, freq_prior, relevance
 from retgen_engine.energy import EnergyModel
 
 
@@ -43,7 +43,7 @@ class RetgenEnergyCompressor(BaseDocumentCompressor):
         qn = q / max(float(np.linalg.norm(q)), 1e-12)
         dist = np.clip(2.0 - 2.0 * (v @ qn), 0.0, 4.0)
         by_sim = np.argsort(dist, kind="stable")  # redundancy is measured against better ones
-        freq = [_freq(docs[i].metadata.get(self.freq_key)) for i in by_sim]
+        freq = [freq_prior(docs[i].metadata, self.freq_key) for i in by_sim]
         e, w = energy_scores(q, v[by_sim], EnergyModel(self.w_sim, self.w_div, self.w_freq),
                              self.tau, freq)
         out = []
@@ -55,6 +55,3 @@ class RetgenEnergyCompressor(BaseDocumentCompressor):
                                           "energy": float(e[j]), "weight": float(w[j])}))
         return out
 
-
-def _freq(v: Any) -> float:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 1.0

@@ -1,0 +1,91 @@
+"""RETGEN as a LlamaIndex completion LLM (``is_chat_model=False``; chat goes through the
+base class's messages-to-prompt path).
+
+``CompletionResponse.additional_kwargs`` carries ``finish_reason``, ``prompt_tokens``,
+``completion_tokens`` and ``retgen_trace`` (one dict per generated token with the corpus
+sources behind it); streamed responses carry each token's entry as ``retgen_token``.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from llama_index.core.base.llms.types import (CompletionResponse, CompletionResponseGen,
+                                              LLMMetadata)
+from llama_index.core.llms.callbacks import llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+from pydantic import Field, PrivateAttr
+
+from retgen_engine import RetgenEngine
+
+from .._engine import (count_tokens, generation_kwargs, resolve_engine, stream_finish_reason,
+                       token_trace)
+
+
+class RetgenLLM(CustomLLM):
+    """Completion LLM over a RETGEN model directory (``model_dir``) or engine (``engine``)."""
+
+    model_dir: Optional[str] = None
+    engine: Optional[Any] = Field(default=None, exclude=True)
+    model_name: str = "retgen"
+    context_window: int = Field(2048, gt=0, description="prompt tokens accepted (RETGEN "
+                                "conditions on a short suffix, longer prompts are allowed)")
+    max_new_tokens: int = Field(64, ge=0, description="tokens generated per call (num_output)")
+    temperature: Optional[float] = Field(None, ge=0.0)
+    top_k: Optional[int] = Field(None, ge=0)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: Optional[float] = Field(None, gt=0.0)
+    seed: Optional[int] = None
+    stop: Optional[list[str]] = None
+    _loaded: Optional[RetgenEngine] = PrivateAttr(default=None)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RetgenLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(context_window=self.context_window, num_output=self.max_new_tokens,
+                           is_chat_model=False, is_function_calling_model=False,
+                           model_name=self.model_name)
+
+    def _engine(self) -> RetgenEngine:
+        if self._loaded is None:
+            self._loaded = resolve_engine(self.engine, self.model_dir)
+        return self._loaded
+
+    def _kw(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        params = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
+                  "repetition_penalty": self.repetition_penalty, "seed": self.seed}
+        return generation_kwargs(params, self.max_new_tokens, kwargs.pop("stop", self.stop),
+                                 kwargs)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` with the RETGEN model's own tokenizer."""
+        return count_tokens(self._engine(), text)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any
+                 ) -> CompletionResponse:
+        res = self._engine().generate(prompt, **self._kw(kwargs))
+        return CompletionResponse(text=res.text, raw=res.to_dict(), additional_kwargs={
+            "finish_reason": res.finish_reason, "prompt_tokens": res.prompt_tokens,
+            "completion_tokens": res.completion_tokens, "retgen_trace": token_trace(res.tokens)})
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any
+                        ) -> CompletionResponseGen:
+        engine = self._engine()
+        kw = self._kw(kwargs)
+
+        def gen() -> CompletionResponseGen:
+            text, n = "", 0
+            for tok in engine.stream(prompt, **kw):
+                text += tok.text
+                n += 1
+                yield CompletionResponse(text=text, delta=tok.text,
+                                         additional_kwargs={"retgen_token": tok.to_dict()})
+            yield CompletionResponse(text=text, delta="", additional_kwargs={
+                "finish_reason": stream_finish_reason(engine, kw, n),
+                "prompt_tokens": count_tokens(engine, prompt), "completion_tokens": n})
+
+        return gen()
