@@ -1,0 +1,231 @@
+"""Benchmark: RETGEN's document store vs LangChain community FAISS (and LlamaIndex's
+FaissVectorStore when ``llama-index-vector-stores-faiss`` is installed) on the same vectors.
+
+Vectors: real all-MiniLM-L6-v2 embeddings of word windows of the bundled wikitext sample;
+beyond the number of distinct windows, "synthetic-from-real" vectors (a real vector plus
+gaussian noise of std 0.02 per dimension, renormalized). Queries are held-out real windows.
+Measures add throughput, memory (faiss index bytes + stored vectors, and process RSS delta),
+p50/p95 single-query latency (faiss with 1 OpenMP thread), recall@10 against an exact
+IndexFlatL2; records the machine. Writes results/vectorstore.json and results/vectorstore.md.
+
+    python benchmarks/vectorstore.py --sizes 100000          # real MiniLM, ~5 min encoding
+    python benchmarks/vectorstore.py --smoke                 # 2000 vectors, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from retgen_engine import load_encoder
+from retgen_engine.config import IndexConfig
+from retgen_engine.docstore import DocumentStore
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "examples" / "data" / "wikitext2_sample.tokens"
+OUT = Path(__file__).resolve().parent / "results"
+K = 10
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def windows(n: int, rng: np.random.Generator) -> list[str]:
+    words = DATA.read_text(encoding="utf-8").split()
+    out, seen = [], set()
+    for length in (12, 16, 20, 24, 9, 14):
+        for s in range(0, len(words) - length, 3):
+            t = " ".join(words[s:s + length])
+            if t not in seen:
+                seen.add(t)
+                out.append(t)
+            if len(out) >= n:
+                return out
+    return out
+
+
+def make_vectors(size: int, n_queries: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    texts = windows(size + n_queries, rng)
+    enc = load_encoder("minilm", dtype="bfloat16")
+    t0 = time.perf_counter()
+    real = enc.encode(texts, batch_size=256).astype(np.float32)
+    enc_s = time.perf_counter() - t0
+    perm = rng.permutation(len(real))
+    queries, base = real[perm[:n_queries]], real[perm[n_queries:]]
+    base_texts = [texts[i] for i in perm[n_queries:]]
+    n_real = min(size, len(base))
+    vecs, vtexts = base[:n_real], base_texts[:n_real]
+    if size > n_real:  # synthetic-from-real
+        src = rng.integers(0, n_real, size - n_real)
+        extra = base[src] + rng.normal(0, 0.02, (len(src), base.shape[1])).astype(np.float32)
+        extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+        vecs = np.vstack([vecs, extra])
+        vtexts = vtexts + [f"{base_texts[s]} #{i}" for i, s in enumerate(src)]
+    return vecs, vtexts, queries, {"real": n_real, "synthetic": size - n_real,
+                                   "encode_s": round(enc_s, 1)}
+
+
+def latency_recall(search, queries, truth):
+    lat, rec = [], []
+    for q, t in zip(queries, truth):
+        t0 = time.perf_counter()
+        got = search(q)
+        lat.append(time.perf_counter() - t0)
+        rec.append(len(set(got) & set(t.tolist())) / K)
+    return {"p50_ms": round(1e3 * float(np.percentile(lat, 50)), 3),
+            "p95_ms": round(1e3 * float(np.percentile(lat, 95)), 3),
+            f"recall@{K}": round(float(np.mean(rec)), 4)}
+
+
+def bench_retgen(vecs, texts, queries, truth, cfg: IndexConfig, batch=10000):
+    gc.collect()
+    r0 = rss_bytes()
+    t0 = time.perf_counter()
+    s = DocumentStore(index_config=cfg, vector_dtype="float16", refine_factor=8)
+    for b in range(0, len(vecs), batch):
+        s.upsert([str(i) for i in range(b, b + len(vecs[b:b + batch]))], texts[b:b + batch],
+                 vecs[b:b + batch])
+    add_s = time.perf_counter() - t0
+    res = {"store": "retgen DocumentStore", "spec": s.spec, "add_per_s": round(len(vecs) / add_s),
+           "index_bytes": s.nbytes(), "rss_delta_bytes": rss_bytes() - r0}
+    res.update(latency_recall(lambda q: [int(h.id) for h in s.search(q, K)], queries, truth))
+    del s
+    return res
+
+
+def bench_langchain_faiss(vecs, texts, queries, truth, batch=10000):
+    from langchain_community.docstore.in_memory import InMemoryDocstore
+    from langchain_community.vectorstores import FAISS
+    from langchain_core.embeddings import FakeEmbeddings
+
+    gc.collect()
+    r0 = rss_bytes()
+    t0 = time.perf_counter()
+    vs = FAISS(FakeEmbeddings(size=vecs.shape[1]), faiss.IndexFlatL2(vecs.shape[1]),
+               InMemoryDocstore(), {})
+    for b in range(0, len(vecs), batch):
+        ids = [str(i) for i in range(b, b + len(vecs[b:b + batch]))]
+        vs.add_embeddings(list(zip(texts[b:b + batch], vecs[b:b + batch].tolist())), ids=ids)
+    add_s = time.perf_counter() - t0
+    res = {"store": "langchain_community FAISS (IndexFlatL2)", "spec": "Flat",
+           "add_per_s": round(len(vecs) / add_s),
+           "index_bytes": int(faiss.serialize_index(vs.index).nbytes),
+           "rss_delta_bytes": rss_bytes() - r0}
+    res.update(latency_recall(
+        lambda q: [int(d.id) for d, _ in vs.similarity_search_with_score_by_vector(q, K)],
+        queries, truth))
+    del vs
+    return res
+
+
+def bench_llama_faiss(vecs, texts, queries, truth):
+    try:
+        from llama_index.vector_stores.faiss import FaissVectorStore
+    except ImportError:
+        return {"store": "llama_index FaissVectorStore",
+                "skipped": "llama-index-vector-stores-faiss is not installed"}
+    from llama_index.core.schema import TextNode
+    from llama_index.core.vector_stores.types import VectorStoreQuery
+
+    gc.collect()
+    r0 = rss_bytes()
+    t0 = time.perf_counter()
+    vs = FaissVectorStore(faiss_index=faiss.IndexFlatL2(vecs.shape[1]))
+    ids = vs.add([TextNode(id_=str(i), text=t, embedding=v.tolist())
+                  for i, (t, v) in enumerate(zip(texts, vecs))])
+    add_s = time.perf_counter() - t0
+    res = {"store": "llama_index FaissVectorStore (IndexFlatL2)", "spec": "Flat",
+           "add_per_s": round(len(vecs) / add_s),
+           "index_bytes": int(faiss.serialize_index(vs.client).nbytes),
+           "rss_delta_bytes": rss_bytes() - r0}
+    res.update(latency_recall(lambda q: [int(i) for i in vs.query(VectorStoreQuery(
+        query_embedding=q.tolist(), similarity_top_k=K)).ids], queries, truth))
+    del vs, ids
+    return res
+
+
+def retgen_config(n: int) -> IndexConfig:
+    """Exact below 20k, IVF-Flat below 200k, IVF-PQ48 (+ exact refine from fp16) above."""
+    return IndexConfig(exact_threshold=20_000, pq_threshold=200_000, pq_nsplits=48, nprobe=32)
+
+
+def machine() -> dict:
+    import langchain_community
+    import langchain_core
+    import llama_index.core
+
+    return {"cpu_count": os.cpu_count(), "loadavg": os.getloadavg(),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "faiss": faiss.__version__, "numpy": np.__version__,
+            "langchain_core": langchain_core.__version__,
+            "langchain_community": langchain_community.__version__,
+            "llama_index_core": llama_index.core.__version__}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--smoke", action="store_true", help="one size of 2000 vectors")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+    sizes = [2000] if args.smoke else args.sizes
+    faiss.omp_set_num_threads(1)
+    runs = []
+    for size in sizes:
+        vecs, texts, queries, origin = make_vectors(size, args.queries)
+        exact = faiss.IndexFlatL2(vecs.shape[1])
+        exact.add(vecs)
+        _, truth = exact.search(queries, K)
+        del exact
+        results = [bench_retgen(vecs, texts, queries, truth, retgen_config(size)),
+                   bench_langchain_faiss(vecs, texts, queries, truth),
+                   bench_llama_faiss(vecs, texts, queries, truth)]
+        runs.append({"size": size, "dim": int(vecs.shape[1]), "vectors": origin,
+                     "results": results})
+    report = {"machine": machine(), "k": K, "queries": args.queries, "runs": runs,
+              "command": "python benchmarks/vectorstore.py " + (
+                  "--smoke" if args.smoke else "--sizes " + " ".join(map(str, sizes)))}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "vectorstore.json").write_text(json.dumps(report, indent=2))
+    (args.out / "vectorstore.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(rep: dict) -> str:
+    m = rep["machine"]
+    lines = [f"# Vector store benchmark\n\n`{rep['command']}`; {m['cpu_count']} CPUs, load "
+             f"{tuple(round(x, 2) for x in m['loadavg'])}, faiss {m['faiss']}, 1 OpenMP "
+             f"thread for search; recall@{rep['k']} vs exact IndexFlatL2 over "
+             f"{rep['queries']} held-out real MiniLM queries.\n"]
+    for run in rep["runs"]:
+        v = run["vectors"]
+        lines.append(f"\n## {run['size']} vectors (dim {run['dim']}; {v['real']} real MiniLM, "
+                     f"{v['synthetic']} synthetic-from-real)\n")
+        lines.append("| store | spec | add/s | index+vectors MB | RSS delta MB | p50 ms | "
+                     f"p95 ms | recall@{rep['k']} |\n|---|---|---|---|---|---|---|---|")
+        for r in run["results"]:
+            if "skipped" in r:
+                lines.append(f"| {r['store']} | skipped: {r['skipped']} |||||||")
+                continue
+            lines.append(f"| {r['store']} | {r['spec']} | {r['add_per_s']} | "
+                         f"{r['index_bytes'] / 1e6:.1f} | {r['rss_delta_bytes'] / 1e6:.1f} | "
+                         f"{r['p50_ms']} | {r['p95_ms']} | {r['recall@%d' % rep['k']]} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
