@@ -1,4 +1,4 @@
-"""The ``retgen`` command line: build, eval, generate, info, demo."""
+"""The ``retgen`` command line: build, train, eval, generate, info, demo."""
 from __future__ import annotations
 
 import argparse
@@ -96,6 +96,22 @@ def cmd_generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(a: argparse.Namespace) -> int:
+    from . import RetgenEngine
+    from .training import train
+
+    eng = RetgenEngine.load(a.model)
+    rep = train(eng, reranker=not a.policy_only, policy=not a.reranker_only, seed=a.seed,
+                max_queries=a.queries, fraction=a.fraction, progress=not a.quiet)
+    summary = {"queries": rep["queries"], "seconds": round(rep["seconds"], 1),
+               "backoff_nll": rep["backoff_nll"], "fixed": rep["fixed"]}
+    for part in ("reranker", "policy"):
+        if part in rep:
+            summary[part] = {k: rep[part][k] for k in ("val_nll_before", "val_nll_after")}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     from . import RetgenEngine
 
@@ -175,6 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--trace", action="store_true", help="show each token's sources")
     retrieval_flags(g)
     g.set_defaults(func=cmd_generate)
+
+    t = sub.add_parser("train", help="train the energy reranker and retrieval policy")
+    t.add_argument("--model", required=True)
+    pick = t.add_mutually_exclusive_group()
+    pick.add_argument("--reranker-only", action="store_true")
+    pick.add_argument("--policy-only", action="store_true")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--queries", type=int, default=20000, help="held-out training queries")
+    t.add_argument("--fraction", type=float, default=0.02,
+                   help="share of the training corpus held out for them")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("info", help="describe a model directory")
     i.add_argument("--model", required=True)

@@ -34,7 +34,8 @@ class RetgenEngine:
     def __init__(self, config: RETGENConfig, tokenizer: Tokenizer, encoder: Encoder,
                  backoff: KneserNeyLM, patterns: PatternTable, index: FaissIndex,
                  stream: np.ndarray, doc_offsets: np.ndarray, doc_names: list[str],
-                 manifest: Optional[dict] = None, model_dir: Optional[Path] = None):
+                 manifest: Optional[dict] = None, model_dir: Optional[Path] = None,
+                 reranker=None, policy=None):
         self.config = config
         self.tokenizer = tokenizer
         self.vocab: Vocabulary = tokenizer.vocab
@@ -49,9 +50,12 @@ class RetgenEngine:
         self.model_dir = model_dir
         r = config.retrieval
         qlen = r.query_length or max(config.patterns.lengths)
+        self.reranker = reranker  # learned EnergyReranker (or None: fixed energy weights)
+        self.policy = policy      # learned RetrievalPolicy (or None)
+        energy = reranker.energy_model() if reranker is not None else EnergyModel.from_config(config.energy)
         self.retriever = PatternRetriever(patterns, index, encoder, tokenizer, stream,
-                                          len(self.vocab), qlen, EnergyModel.from_config(config.energy))
-        self.lm = RetgenLM(backoff, self.retriever)
+                                          len(self.vocab), qlen, energy)
+        self.lm = RetgenLM(backoff, self.retriever, policy)
         self.sources = SourceText(stream, doc_offsets, doc_names, tokenizer,
                                   config.patterns.snippet_tokens)
         self.generator = Generator(self.lm, tokenizer, self.sources, config.generation.trace_top)
@@ -141,19 +145,41 @@ class RetgenEngine:
         if index.dim != enc_info["dim"] or index.ntotal != m["index"]["ntotal"]:
             raise ModelFormatError(f"index file of {str(d)!r} does not match its manifest")
         tok = Tokenizer(m["tokenizer"]["mode"], vocab)
+        learned = m.get("learned", {})
+        reranker = policy = None
+        if "reranker" in learned:
+            from .reranker import EnergyReranker
+
+            reranker = EnergyReranker.load(d / learned["reranker"])
+        if "policy" in learned:
+            from .policy import RetrievalPolicy
+
+            policy = RetrievalPolicy.load(d / learned["policy"])
         return cls(config, tok, encoder, backoff, patterns, index, arrays["corpus_ids"],
-                   arrays["doc_offsets"], doc_names, manifest=m, model_dir=d)
+                   arrays["doc_offsets"], doc_names, manifest=m, model_dir=d,
+                   reranker=reranker, policy=policy)
 
     # -- parameters --------------------------------------------------------------------
     def retrieval_params(self, k: Optional[int] = None, temperature: Optional[float] = None,
-                         lam: Optional[float] = None, nprobe: Optional[int] = None) -> RetrievalParams:
+                         lam: Optional[float] = None, nprobe: Optional[int] = None,
+                         policy: Optional[bool] = None) -> RetrievalParams:
+        """Per-call parameters. With a trained policy and no explicit k/temperature/lam, the
+        policy chooses them per query (``policy=False`` turns it off); with a trained reranker
+        the defaults are the temperature and lam it was fitted with."""
         r = self.config.retrieval
         nprobe = nprobe if nprobe is not None else self.index.default_nprobe
         if self.index.nlist and not 1 <= nprobe <= self.index.nlist:
             raise ValueError(f"nprobe={nprobe} is outside [1, nlist={self.index.nlist}]")
+        if policy and self.policy is None:
+            raise ValueError("policy=True but this model has no trained policy (run `retgen train`)")
+        explicit = k is not None or temperature is not None or lam is not None
+        use_policy = self.policy is not None and (policy if policy is not None else not explicit)
+        d_tau = self.reranker.tau if self.reranker is not None else r.temperature
+        d_lam = self.reranker.lam if self.reranker is not None else r.lam
         return RetrievalParams(k=r.k if k is None else k,
-                               temperature=r.temperature if temperature is None else temperature,
-                               lam=r.lam if lam is None else lam, nprobe=nprobe if self.index.nlist else None)
+                               temperature=d_tau if temperature is None else temperature,
+                               lam=d_lam if lam is None else lam,
+                               nprobe=nprobe if self.index.nlist else None, use_policy=use_policy)
 
     def sampling_params(self, temperature=None, top_k=None, top_p=None, repetition_penalty=None,
                         allow_unk=None) -> SamplingParams:
@@ -222,5 +248,7 @@ class RetgenEngine:
             "encoder": self.encoder.info(),
             "config": self.config.model_dump(),
             "build_stats": self.manifest.get("build_stats", {}),
+            "learned": sorted(self.manifest.get("learned", {})),
+            "training": self.manifest.get("training"),
             "versions": self.manifest.get("versions", {}),
         }

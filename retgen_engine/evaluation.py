@@ -37,10 +37,11 @@ def perplexity_report(lm: RetgenLM, ids: np.ndarray, vocab: Vocabulary, params: 
         "retrieval_only_perplexity_where_defined": (
             float(np.exp(-np.log(out["p_ret"][defined]).mean())) if defined.any() else None),
         "retrieval_defined_share": float(defined.mean()),
+        "retrieval_rate": float(np.mean(out["lam"] > 0)),
         "ms_per_token": 1000.0 * secs / max(n, 1),
         "unk_share": float(np.mean(np.asarray(ids) == vocab.unk_id)),
         "params": {"k": params.k, "temperature": params.temperature, "lam": params.lam,
-                   "nprobe": params.nprobe},
+                   "nprobe": params.nprobe, "use_policy": params.use_policy},
     }
     log.info("perplexity %.2f (back-off %.2f) over %d tokens", rep["perplexity"],
              rep["backoff_perplexity"], n)

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .kneser_ney import KneserNeyLM
+from .features import backoff_features, right_aligned
 from .retrieval import PatternRetriever, Retrieved
 
 
@@ -25,6 +26,8 @@ class RetrievalParams:
     temperature: float = 0.05
     lam: float = 0.25
     nprobe: Optional[int] = None
+    #: let the learned policy choose k, temperature and lam per query
+    use_policy: bool = False
 
     def __post_init__(self):
         if not isinstance(self.k, (int, np.integer)) or self.k <= 0:
@@ -60,44 +63,86 @@ class StepInfo:
 
 
 class RetgenLM:
-    def __init__(self, backoff: KneserNeyLM, retriever: Optional[PatternRetriever]):
+    def __init__(self, backoff: KneserNeyLM, retriever: Optional[PatternRetriever],
+                 policy=None):
         self.backoff = backoff
         self.retriever = retriever
+        self.policy = policy
         self.V = backoff.V
 
-    def next_token_logprobs(self, history: Sequence[int], params: RetrievalParams,
-                            query_vector: Optional[np.ndarray] = None) -> tuple[np.ndarray, StepInfo]:
+    def _decide(self, params: RetrievalParams, vecs: np.ndarray, seq: np.ndarray,
+                positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n = len(positions)
+        if params.use_policy:
+            if self.policy is None:
+                raise ValueError("use_policy=True but this model has no trained policy "
+                                 "(run `retgen train`)")
+            x = np.concatenate([vecs, backoff_features(self.backoff, seq, positions)], axis=1)
+            return self.policy.act(x)
+        return (np.full(n, params.k), np.full(n, params.temperature), np.full(n, params.lam))
+
+    def _wants_retrieval(self, params: RetrievalParams) -> bool:
+        return self.retriever is not None and (params.use_policy or params.lam > 0)
+
+    def next_token_logprobs(self, history: Sequence[int], params: RetrievalParams
+                            ) -> tuple[np.ndarray, StepInfo]:
         history = [int(t) for t in history]
         p_kn = self.backoff.distribution(history)
         r = Retrieved(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64))
         w = np.zeros((1, 0))
         p_ret = np.zeros(self.V)
-        lam = 0.0
-        if self.retriever is not None and params.lam > 0:
-            text = self.retriever.context_text(history)
-            r = self.retriever.search_texts([text], params.k, nprobe=params.nprobe)
-            if r.valid.any():
-                w = self.retriever.weights(r, params.temperature)
-                p_ret = self.retriever.dense(r, params.temperature, weights=w)
-                lam = params.lam
+        lam, used = 0.0, params
+        text = self.retriever.context_text(history) if self._wants_retrieval(params) else ""
+        if text:
+            ret = self.retriever
+            vec = ret.encode([text])
+            tail = history[-max(self.backoff.order, ret.max_length):] + [0]
+            pos = np.array([len(tail) - 1])
+            k, tau, lam_c = (x[0] for x in self._decide(params, vec, np.array(tail), pos))
+            used = RetrievalParams(int(k), float(tau), float(lam_c), params.nprobe, params.use_policy)
+            if lam_c > 0:
+                r = ret.search_vectors(vec, int(k), nprobe=params.nprobe,
+                                       Q=right_aligned(np.array(tail), pos, ret.max_length))
+                if r.valid.any():
+                    w = ret.weights(r, float(tau))
+                    p_ret = ret.dense(r, float(tau), weights=w)
+                    lam = float(lam_c)
         logp = mix_logprobs(np.log(p_kn), p_ret, lam)
-        return logp, StepInfo(history, r, w, lam, params, p_kn, p_ret)
+        return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret)
 
     def score_stream(self, seq: np.ndarray, params: RetrievalParams, start: int = 1,
                      retrieved: Optional[Retrieved] = None, progress: bool = False) -> dict:
-        """Per-position log-probs of seq[i] given seq[:i], i >= start, with their parts."""
+        """Per-position log-probs of seq[i] given seq[:i], i >= start, with their parts.
+
+        ``retrieved`` (fixed parameters only) reuses one search pass at k >= params.k."""
         seq = np.asarray(seq, dtype=np.int64)
         log_kn = self.backoff.stream_logprobs(seq, start=start)
         targets = seq[start:]
-        if self.retriever is None or params.lam == 0:
-            return {"logp": log_kn, "log_kn": log_kn, "p_ret": np.zeros(len(targets)),
-                    "retrieved_any": np.zeros(len(targets), bool)}
-        if retrieved is None:
-            retrieved = self.retriever.search_stream(seq, params.k, nprobe=params.nprobe,
-                                                     start=start, progress=progress)
-        r = retrieved.top(params.k)
-        p_ret = self.retriever.target_probs(r, targets, params.temperature)
-        any_ = r.valid.any(axis=1)
-        lam = np.where(any_, params.lam, 0.0)
-        return {"logp": mix_logprobs(log_kn, p_ret, lam), "log_kn": log_kn, "p_ret": p_ret,
-                "retrieved_any": any_}
+        n = len(targets)
+        zeros = np.zeros(n)
+        if not self._wants_retrieval(params):
+            return {"logp": log_kn, "log_kn": log_kn, "p_ret": zeros, "lam": zeros,
+                    "retrieved_any": np.zeros(n, bool)}
+        ret = self.retriever
+        pos = np.arange(start, len(seq))
+        if retrieved is not None and not params.use_policy:
+            r = retrieved.top(params.k)
+            k = np.full(n, params.k)
+            tau, lam = np.full(n, params.temperature), np.full(n, params.lam)
+            sel = np.ones(n, bool)
+        else:
+            texts = ret.stream_texts(seq, pos)
+            vecs = ret.encode(texts, progress=progress)
+            k, tau, lam = self._decide(params, vecs, seq, pos)
+            sel = (lam > 0) & np.array([bool(t) for t in texts])
+            r = ret.search_vectors(vecs[sel], int(k[sel].max()) if sel.any() else 1,
+                                   nprobe=params.nprobe, progress=progress,
+                                   Q=right_aligned(seq, pos[sel], ret.max_length))
+        r = r.limit(k[sel])
+        p_ret = zeros.copy()
+        p_ret[sel] = ret.target_probs(r, targets[sel], tau[sel])
+        any_ = np.zeros(n, bool)
+        any_[sel] = r.valid.any(axis=1)
+        lam_eff = np.where(any_, lam, 0.0)
+        return {"logp": mix_logprobs(log_kn, p_ret, lam_eff), "log_kn": log_kn, "p_ret": p_ret,
+                "lam": lam_eff, "retrieved_any": any_}

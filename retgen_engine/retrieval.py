@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .encoder import Encoder
 from .energy import EnergyModel
+from .features import candidate_features, right_aligned
 from .index import VectorIndex
 from .patterns import PatternTable
 from .tokenizer import Tokenizer
@@ -27,13 +28,22 @@ class Retrieved:
 
     D: np.ndarray
     I: np.ndarray
+    Q: Optional[np.ndarray] = None  # [n, W] the queries' last tokens, right-aligned (features)
 
     @property
     def valid(self) -> np.ndarray:
         return self.I >= 0
 
     def top(self, k: int) -> "Retrieved":
-        return Retrieved(self.D[:, :k], self.I[:, :k])
+        return Retrieved(self.D[:, :k], self.I[:, :k], self.Q)
+
+    def limit(self, k: np.ndarray) -> "Retrieved":
+        """Keep the first k[i] candidates of row i."""
+        cut = np.arange(self.I.shape[1])[None, :] >= np.asarray(k)[:, None]
+        return Retrieved(np.where(cut, np.inf, self.D), np.where(cut, -1, self.I), self.Q)
+
+    def rows(self, sel: np.ndarray) -> "Retrieved":
+        return Retrieved(self.D[sel], self.I[sel], None if self.Q is None else self.Q[sel])
 
 
 class PatternRetriever:
@@ -50,6 +60,7 @@ class PatternRetriever:
         self.energy = energy
         rows = np.repeat(np.arange(len(patterns), dtype=np.int64), np.diff(patterns.cont_offsets))
         self._cont_keys = rows * vocab_size + patterns.cont_tokens.astype(np.int64)
+        self.max_length = int(patterns.length.max()) if len(patterns) else 1
 
     # -- queries -------------------------------------------------------------------------
     def context_text(self, history: Sequence[int]) -> str:
@@ -57,36 +68,56 @@ class PatternRetriever:
         toks = [itos[i] for i in list(history)[-self.query_length:]]
         return self.tokenizer.context_text(toks)
 
-    def search_texts(self, texts: Sequence[str], k: int, nprobe: Optional[int] = None,
-                     batch_size: int = 256, progress: bool = False) -> Retrieved:
-        vecs = self.encoder.encode(texts, batch_size=batch_size, progress=progress,
+    def stream_texts(self, seq: np.ndarray, positions: np.ndarray) -> list[str]:
+        """Query texts for predicting seq[i] at each position (context seq[i-q:i])."""
+        itos = self.tokenizer.vocab.itos
+        q = self.query_length
+        seq_l = np.asarray(seq).tolist()
+        return [self.tokenizer.context_text([itos[t] for t in seq_l[max(0, i - q):i]])
+                for i in np.asarray(positions).tolist()]
+
+    def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        return self.encoder.encode(texts, batch_size=batch_size, progress=progress,
                                    desc="encoding queries")
-        n = len(texts)
+
+    def search_vectors(self, vecs: np.ndarray, k: int, nprobe: Optional[int] = None,
+                       empty: Optional[np.ndarray] = None, Q: Optional[np.ndarray] = None,
+                       progress: bool = False) -> Retrieved:
+        n = len(vecs)
         D = np.full((n, k), np.inf, dtype=np.float32)
         I = np.full((n, k), -1, dtype=np.int64)
-        empty = np.array([not t for t in texts], dtype=bool)
         step = 4096
         for s in tqdm(range(0, n, step), desc="searching", disable=not progress or n <= step):
             d, i = self.index.search(vecs[s:s + step], k, nprobe=nprobe)
             D[s:s + step], I[s:s + step] = d, i
-        I[empty] = -1  # an empty context retrieves nothing: the back-off alone answers
+        if empty is not None:
+            I[empty] = -1  # an empty context retrieves nothing: the back-off alone answers
         D[I < 0] = np.inf
-        return Retrieved(D, I)
+        return Retrieved(D, I, Q)
+
+    def search_texts(self, texts: Sequence[str], k: int, nprobe: Optional[int] = None,
+                     batch_size: int = 256, progress: bool = False,
+                     Q: Optional[np.ndarray] = None) -> Retrieved:
+        vecs = self.encode(texts, batch_size=batch_size, progress=progress)
+        return self.search_vectors(vecs, k, nprobe, np.array([not t for t in texts], bool), Q,
+                                   progress)
 
     def search_stream(self, seq: np.ndarray, k: int, nprobe: Optional[int] = None,
                       start: int = 1, progress: bool = False) -> Retrieved:
         """Retrieve for every prediction position i >= start of ``seq`` (context seq[:i])."""
-        itos = self.tokenizer.vocab.itos
-        q = self.query_length
-        seq_l = seq.tolist()
-        texts = [self.tokenizer.context_text([itos[t] for t in seq_l[max(0, i - q):i]])
-                 for i in range(start, len(seq_l))]
-        return self.search_texts(texts, k, nprobe=nprobe, progress=progress)
+        pos = np.arange(start, len(seq))
+        return self.search_texts(self.stream_texts(seq, pos), k, nprobe=nprobe, progress=progress,
+                                 Q=right_aligned(seq, pos, self.max_length))
 
     # -- distributions -------------------------------------------------------------------
     def weights(self, r: Retrieved, tau: float | np.ndarray) -> np.ndarray:
         freq = np.where(r.valid, self.patterns.count[np.maximum(r.I, 0)], 1)
-        return self.energy.weights(r.D, r.valid, tau, freq=freq)
+        e = self.energy
+        feats = {}
+        if r.Q is not None and (e.w_div or e.w_len or e.w_exact):
+            feats = candidate_features(self.patterns, self.stream, r.I, r.Q)
+            feats["length"] = feats.pop("len")
+        return e.weights(r.D, r.valid, tau, freq=freq, **feats)
 
     def counts_of(self, ids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """count(p, w) for pattern ids [n, k] and tokens [n] (0 where absent or id is -1)."""

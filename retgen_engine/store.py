@@ -171,3 +171,19 @@ def load_arrays(model_dir: Path, manifest: dict[str, Any], mmap: bool = True) ->
                                    f"says {meta['dtype']}{meta['shape']}")
         out[name] = a
     return out
+
+
+def add_to_model(model_dir: str | os.PathLike, entries: dict[str, Any], subdirs: list[str]) -> dict:
+    """Record new sub-directories (already written) and manifest entries in an existing model;
+    the manifest is rewritten atomically, with checksums of the new files."""
+    d = Path(model_dir)
+    m = read_manifest(d)
+    for sub in subdirs:
+        m["files"] = {k: v for k, v in m["files"].items() if not k.startswith(sub + "/")}
+        for p in sorted((d / sub).rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(d).as_posix()
+                m["files"][rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+    m.update(entries)
+    atomic_write_text(d / "manifest.json", json.dumps(m, indent=1))
+    return m

@@ -1,0 +1,101 @@
+"""``retgen train``: fit the energy reranker and the retrieval policy on held-out training
+queries and store them in the model directory (each as config.json + model.safetensors)."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .energy import EnergyModel
+from .heldout import build_training_data
+from .lm import mix_logprobs
+from .policy import RetrievalPolicy, fit_policy
+from .reranker import fit_reranker
+from .store import add_to_model
+
+log = logging.getLogger(__name__)
+
+TAU_GRID = (0.01, 0.02, 0.05, 0.1, 0.2)
+
+
+def p_ret_table(energy: EnergyModel, data: dict, k_choices, tau_choices) -> np.ndarray:
+    """[n, |k|, |tau|]: retrieval probability of the true token for each (k, tau)."""
+    n, kmax = data["valid"].shape
+    out = np.zeros((n, len(k_choices), len(tau_choices)))
+    col = np.arange(kmax)[None, :]
+    for a, k in enumerate(k_choices):
+        valid = data["valid"] & (col < k)
+        for b, tau in enumerate(tau_choices):
+            w = energy.weights(data["dist"], valid, tau, freq=np.exp(data["logfreq"]),
+                               div=data["div"], length=data["len"], exact=data["exact"])
+            out[:, a, b] = (w * data["ratio"]).sum(axis=1)
+    return out
+
+
+def best_fixed(data: dict, energy: EnergyModel, k_choices, tau_choices, lam_choices) -> dict:
+    """Best single (k, tau, lam) on the training queries (no valid data involved)."""
+    table = p_ret_table(energy, data, k_choices, tau_choices)
+    has = data["valid"].any(axis=1)
+    best = None
+    for a, k in enumerate(k_choices):
+        for b, tau in enumerate(tau_choices):
+            for lam in lam_choices:
+                lp = mix_logprobs(data["log_kn"], table[:, a, b], np.where(has, lam, 0.0))
+                nll = float(-lp.mean())
+                if best is None or nll < best["nll"]:
+                    best = {"k": k, "temperature": tau, "lam": lam, "nll": nll}
+    return best
+
+
+def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
+          max_queries: int = 20000, fraction: float = 0.02, reranker_steps: int = 300,
+          policy_steps: int = 1500, cost: float = 0.002, progress: bool = True,
+          model_dir: Optional[str | Path] = None) -> dict:
+    if not (reranker or policy):
+        raise ValueError("nothing to train: enable the reranker, the policy or both")
+    model_dir = Path(model_dir or engine.model_dir)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    pc = engine.config.policy
+    k_choices = pc.k_choices
+    data = build_training_data(engine, fraction=fraction, max_queries=max_queries,
+                               k=max(k_choices), seed=seed, progress=progress)
+    report: dict = {"queries": int(len(data["log_kn"])), "fraction": fraction, "seed": seed,
+                    "backoff_nll": float(-data["log_kn"].mean())}
+    lam_choices = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+    sim_only = EnergyModel()
+    fixed = best_fixed(data, sim_only, k_choices, TAU_GRID, lam_choices)
+    report["fixed"] = fixed
+    entries: dict = {}
+    subdirs = []
+    energy = engine.retriever.energy
+    if reranker:
+        model, rep = fit_reranker(data, tau=fixed["temperature"], steps=reranker_steps, seed=seed,
+                                  progress=progress)
+        model.save(model_dir / "reranker")
+        subdirs.append("reranker")
+        energy = model.energy_model()
+        report["reranker"] = rep
+    if policy:
+        pol = RetrievalPolicy(data["x"].shape[1], pc.policy_hidden_dim, k_choices, TAU_GRID,
+                              lam_choices)
+        table = p_ret_table(energy, data, pol.k_choices, pol.tau_choices)
+        report["policy"] = fit_policy(data["x"], data["log_kn"], table, pol, cost=cost,
+                                      steps=policy_steps, seed=seed, progress=progress)
+        pol.save(model_dir / "policy")
+        subdirs.append("policy")
+    report["seconds"] = time.perf_counter() - t0
+    learned = dict(engine.manifest.get("learned", {}))
+    if reranker:
+        learned["reranker"] = "reranker"
+    if policy:
+        learned["policy"] = "policy"
+    entries["learned"] = learned
+    entries["training"] = report
+    add_to_model(model_dir, entries, subdirs)
+    log.info("trained %s in %.0fs", list(learned), report["seconds"])
+    return report

@@ -1,0 +1,108 @@
+"""The learned parts: reranker and policy training, persistence and the leakage mask."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from retgen_engine import RetgenEngine
+from retgen_engine.heldout import build_training_data
+from retgen_engine.policy import RetrievalPolicy, fit_policy
+from retgen_engine.reranker import EnergyReranker, fit_reranker
+from retgen_engine.training import p_ret_table, train
+
+
+@pytest.fixture(scope="module")
+def data(tiny_engine):
+    return build_training_data(tiny_engine, fraction=0.1, max_queries=1500, k=16, seed=0,
+                               progress=False)
+
+
+def test_leakage_mask_removes_the_query_itself(tiny_engine, data):
+    stream = np.asarray(tiny_engine.stream_ids, dtype=np.int64)
+    pats, cut = tiny_engine.patterns, data["cut"]
+    checked = 0
+    for qi in range(0, len(data["positions"]), 7):
+        i, y = int(data["positions"][qi]), int(data["targets"][qi])
+        for j, pid in enumerate(data["ids"][qi]):
+            if pid < 0:
+                continue
+            ctx = pats.context_ids(int(pid), stream).tolist()
+            L = len(ctx)
+            if stream[i - L:i].tolist() != ctx:
+                continue  # only the query's own pattern (its context at position i) matters here
+            # brute force: occurrences of ctx -> y that do not lie wholly inside the slice
+            ends = [e for e in range(L, len(stream)) if e - L < cut and
+                    stream[e - L:e].tolist() == ctx and stream[e] == y]
+            tot = [e for e in range(L, len(stream)) if e - L < cut and stream[e - L:e].tolist() == ctx]
+            assert i not in ends  # the query's own occurrence is never counted
+            assert data["ratio"][qi, j] == pytest.approx(len(ends) / len(tot))
+            checked += 1
+    assert checked > 5
+    # a pattern seen only inside the held-out slice can never be retrieved in training
+    assert (data["ids"] >= 0).sum() < (data["valid"].size)
+
+
+def test_reranker_gradients_flow_and_training_lowers_loss(data):
+    model, rep = fit_reranker(data, tau=0.05, steps=60, lr=0.05, progress=False)
+    assert rep["train_loss_last"] < rep["train_loss_first"]
+    assert rep["val_nll_after"] < rep["val_nll_before"]
+    feats = EnergyReranker.stack(*(torch.as_tensor(data[k]).double() for k in
+                                   ("dist", "logfreq", "div", "len", "exact")), 0.05)
+    m = EnergyReranker(tau=0.05)
+    loss = m.nll(feats, torch.as_tensor(data["valid"]), torch.as_tensor(data["ratio"]),
+                 torch.as_tensor(data["log_kn"]))
+    loss.backward()
+    assert m.w.grad is not None and torch.isfinite(m.w.grad).all() and m.w.grad.abs().sum() > 0
+    assert m.lam_logit.grad is not None and m.lam_logit.grad != 0
+
+
+def test_policy_training_improves_reward(data):
+    pol = RetrievalPolicy(data["x"].shape[1], 16, (4, 8, 16), (0.02, 0.05, 0.2), (0.0, 0.1, 0.3))
+    table = p_ret_table(EnergyReranker(0.05).energy_model(), data, pol.k_choices, pol.tau_choices)
+    rep = fit_policy(data["x"], data["log_kn"], table, pol, steps=150, progress=False)
+    assert rep["train_neg_reward_last"] < rep["train_neg_reward_first"]
+    grads = [p.grad for p in pol.parameters()]
+    assert all(g is not None for g in grads)
+
+
+def test_round_trip_is_exact(tmp_path):
+    pol = RetrievalPolicy(10, 8)
+    pol.save(tmp_path / "p")
+    back = RetrievalPolicy.load(tmp_path / "p")
+    for a, b in zip(pol.state_dict().values(), back.state_dict().values()):
+        assert torch.equal(a, b)
+    x = np.random.default_rng(0).normal(size=(5, 10))
+    for a, b in zip(pol.act(x), back.act(x)):
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["hidden_dim"] == 8
+    r = EnergyReranker(tau=0.02)
+    with torch.no_grad():
+        r.w += torch.tensor([0.5, 0.1, -0.2, 0.3, 1.0], dtype=torch.float64)
+    r.save(tmp_path / "r")
+    assert torch.equal(EnergyReranker.load(tmp_path / "r").w, r.w)
+
+
+def test_train_stores_parts_in_the_model(tiny_model_dir, tmp_path):
+    d = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    eng = RetgenEngine.load(d)
+    rep = train(eng, seed=0, max_queries=1200, fraction=0.1, reranker_steps=40, policy_steps=60,
+                progress=False)
+    assert rep["reranker"]["val_nll_after"] <= rep["reranker"]["val_nll_before"] + 1e-9
+    trained = RetgenEngine.load(d)  # checksums of the new files verified
+    assert trained.reranker is not None and trained.policy is not None
+    params = trained.retrieval_params()
+    assert params.use_policy and not trained.retrieval_params(k=8).use_policy
+    for ctx in ["The game was", "", "of the"]:
+        p = np.exp(trained.next_token_logprobs(ctx))
+        assert abs(p.sum() - 1) < 1e-5 and p.min() > 0
+    a = trained.generate("The game", max_new_tokens=8, seed=3)
+    b = RetgenEngine.load(d).generate("The game", max_new_tokens=8, seed=3)
+    assert a.text == b.text
+    f = tmp_path / "v.tokens"
+    f.write_text(" the game was released in Japan . \n")
+    rep = trained.perplexity(f)
+    assert rep["params"]["use_policy"] and 0 <= rep["retrieval_rate"] <= 1
+    # the untrained model still works with the fixed defaults
+    assert RetgenEngine.load(tiny_model_dir).policy is None
