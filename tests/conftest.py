@@ -4,19 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from retgen_engine import HashingEncoder, RETGENConfig, RetgenEngine
-
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "examples" / "data" / "wikitext2_sample.tokens"
-SHARED = ROOT.parent / "shared" / "data"
-
-
-def hashing_config(**index) -> RETGENConfig:
-    cfg = RETGENConfig()
-    cfg.encoder.name = "hashing:64"
-    for k, v in index.items():
-        setattr(cfg.index, k, v)
-    return cfg
+from retgen_engine import HashingEncoder, RetgenEngine
+from retgen_testutil import SAMPLE, hashing_config
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ import pytest
 
 from retgen_engine import HashingEncoder, RetgenEngine
 
-from conftest import hashing_config
+from retgen_testutil import hashing_config
 
 
 def build(tmp_path, text: bytes, name="c.txt", **kw):

@@ -4,7 +4,7 @@ import pytest
 
 from retgen_engine.cli import main
 
-from conftest import hashing_config
+from retgen_testutil import hashing_config
 
 
 def test_build_eval_generate_info(tmp_path, sample_corpus, capsys):

@@ -5,7 +5,7 @@ datasets = pytest.importorskip("datasets")
 from retgen_engine import HashingEncoder, RetgenEngine  # noqa: E402
 from retgen_engine.cli import main  # noqa: E402
 
-from conftest import hashing_config  # noqa: E402
+from retgen_testutil import hashing_config  # noqa: E402
 
 
 def test_build_from_a_local_dataset(tmp_path):

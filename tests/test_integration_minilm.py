@@ -7,7 +7,7 @@ import pytest
 from retgen_engine import RETGENConfig, RetgenEngine
 from retgen_engine.config import PatternConfig
 
-from conftest import SHARED
+from retgen_testutil import SHARED
 
 pytestmark = pytest.mark.slow
 

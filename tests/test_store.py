@@ -7,7 +7,7 @@ import pytest
 from retgen_engine import HashingEncoder, ModelFormatError, RetgenEngine
 from retgen_engine.encoder import Encoder
 
-from conftest import hashing_config
+from retgen_testutil import hashing_config
 
 
 def test_round_trip_is_exact(tiny_engine, tiny_model_dir, tmp_path):
