@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import os
 import platform
 import time
 from pathlib import Path
+from typing import Optional
 
 import faiss
 import numpy as np
@@ -42,40 +44,77 @@ def rss_bytes() -> int:
     return 0
 
 
-def windows(n: int, rng: np.random.Generator) -> list[str]:
-    words = DATA.read_text(encoding="utf-8").split()
+def wikitext_units(path: Path, n: int) -> list[str]:
+    """Up to ``n`` distinct WikiText-2 sentences (>= 4 words, headings skipped), in corpus
+    order; when the corpus has fewer sentences, 12-word windows (stride 24) fill up."""
+    import re
+
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("=")]
     out, seen = [], set()
-    for length in (12, 16, 20, 24, 9, 14):
-        for s in range(0, len(words) - length, 3):
-            t = " ".join(words[s:s + length])
-            if t not in seen:
-                seen.add(t)
-                out.append(t)
-            if len(out) >= n:
+
+    def take(t: str) -> bool:
+        if t not in seen:
+            seen.add(t)
+            out.append(t)
+        return len(out) >= n
+
+    for ln in lines:
+        for s in re.split(r"(?<= [.!?]) ", ln):
+            if len(s.split()) >= 4 and take(s.strip()):
                 return out
+    words = " ".join(lines).split()
+    for s in range(0, len(words) - 12, 24):
+        if take(" ".join(words[s:s + 12])):
+            return out
     return out
 
 
-def make_vectors(size: int, n_queries: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    texts = windows(size + n_queries, rng)
+def real_vectors(n: int, data: Path, cache: Optional[Path]) -> tuple[np.ndarray, list[str], float]:
+    """MiniLM (bfloat16, batch 256) embeddings of ``n`` WikiText-2 units, cached as .npy
+    (keyed by the texts' sha256) so repeated runs encode once."""
+    texts = wikitext_units(data, n)
+    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    f = cache / f"retgen_minilm_wt2_{len(texts)}_{key}.npy" if cache else None
+    if f is not None and f.is_file():
+        return np.load(f, allow_pickle=False), texts, 0.0
     enc = load_encoder("minilm", dtype="bfloat16")
     t0 = time.perf_counter()
-    real = enc.encode(texts, batch_size=256).astype(np.float32)
+    vecs = np.ascontiguousarray(enc.encode(texts, batch_size=256), dtype=np.float32)
     enc_s = time.perf_counter() - t0
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp.npy")
+        np.save(tmp, vecs, allow_pickle=False)
+        os.replace(tmp, f)
+    return vecs, texts, enc_s
+
+
+def make_vectors(size: int, n_queries: int, data: Path, cache: Optional[Path],
+                 n_real: Optional[int] = None, noise: float = 0.02, seed: int = 0):
+    """(base vectors, base texts, query vectors, origin). Queries are held-out real units.
+    Base: ``min(size, n_real)`` real vectors; the rest synthetic-from-real (a random real
+    base vector plus gaussian noise of std ``noise`` per dimension, renormalized)."""
+    rng = np.random.default_rng(seed)
+    n_real = min(size, n_real or size)
+    real, texts, enc_s = real_vectors(n_real + n_queries, data, cache)
     perm = rng.permutation(len(real))
     queries, base = real[perm[:n_queries]], real[perm[n_queries:]]
     base_texts = [texts[i] for i in perm[n_queries:]]
-    n_real = min(size, len(base))
-    vecs, vtexts = base[:n_real], base_texts[:n_real]
-    if size > n_real:  # synthetic-from-real
-        src = rng.integers(0, n_real, size - n_real)
-        extra = base[src] + rng.normal(0, 0.02, (len(src), base.shape[1])).astype(np.float32)
-        extra /= np.linalg.norm(extra, axis=1, keepdims=True)
-        vecs = np.vstack([vecs, extra])
-        vtexts = vtexts + [f"{base_texts[s]} #{i}" for i, s in enumerate(src)]
+    n_real = min(n_real, len(base))
+    vecs = np.empty((size, real.shape[1]), dtype=np.float32)
+    vecs[:n_real] = base[:n_real]
+    vtexts = base_texts[:n_real]
+    step = 100_000
+    for s in range(n_real, size, step):  # synthetic-from-real, in chunks to bound memory
+        src = rng.integers(0, n_real, min(step, size - s))
+        x = base[src] + rng.normal(0, noise, (len(src), base.shape[1])).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        vecs[s:s + len(src)] = x
+        vtexts += [f"{base_texts[j]} #{s + i}" for i, j in enumerate(src.tolist())]
     return vecs, vtexts, queries, {"real": n_real, "synthetic": size - n_real,
-                                   "encode_s": round(enc_s, 1)}
+                                   "noise_std": noise if size > n_real else None,
+                                   "encode_s": round(enc_s, 1), "source": str(data)}
 
 
 def latency_recall(search, queries, truth):

@@ -29,6 +29,7 @@ class BuiltModel:
     patterns: PatternTable
     index: FaissIndex
     stats: dict = field(default_factory=dict)
+    vectors: Optional[np.ndarray] = None  # float16 [P, dim] when index.keep_vectors
 
 
 def encode_patterns(patterns: PatternTable, corpus: TokenizedCorpus, encoder: Encoder,
@@ -78,8 +79,9 @@ def build(source: CorpusSource, config: RETGENConfig, encoder: Encoder,
         index = FaissIndex.build(vecs, np.arange(len(patterns), dtype=np.int64), config.index,
                                  progress=progress)
         stats["build_seconds_index"] = time.perf_counter() - t
+        kept = np.asarray(vecs, dtype=np.float16) if config.index.keep_vectors else None
     stats["index_spec"] = index.spec
     stats["build_seconds_total"] = time.perf_counter() - t0
     log.info("built %d patterns, index %s, in %.1fs", len(patterns), index.spec,
              stats["build_seconds_total"])
-    return BuiltModel(corpus, backoff, patterns, index, stats)
+    return BuiltModel(corpus, backoff, patterns, index, stats, kept)

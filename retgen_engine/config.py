@@ -78,6 +78,9 @@ class IndexConfig(BaseModel):
     #: vectors used to train IVF/PQ (sampled); None = faiss' own default cap.
     train_size: Optional[int] = Field(200_000, ge=1)
     seed: int = 1234
+    #: also store the context embeddings (float16 ``vectors.npy``) in the model directory, so
+    #: other index specs can be built later without re-encoding (benchmarks, ablations).
+    keep_vectors: bool = False
 
 
 class BackoffConfig(BaseModel):
@@ -95,6 +98,22 @@ class RetrievalConfig(BaseModel):
     lam: float = Field(0.25, ge=0.0, le=1.0)
     #: tokens of context embedded for a query; None = the longest pattern length.
     query_length: Optional[int] = Field(None, ge=1, le=64)
+
+
+class CacheConfig(BaseModel):
+    model_config = _STRICT
+    #: tokens of the current text (prompt + output, or evaluation text so far) kept.
+    window: int = Field(2000, ge=1)
+    #: weights of the context's unigram and bigram distributions in the base distribution
+    #: (0 and 0 disable the cache).
+    unigram: float = Field(0.1, ge=0.0, lt=1.0)
+    bigram: float = Field(0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "CacheConfig":
+        if self.unigram + self.bigram >= 1:
+            raise ValueError(f"cache.unigram + cache.bigram = {self.unigram + self.bigram} must be < 1")
+        return self
 
 
 class EnergyConfig(BaseModel):
@@ -134,6 +153,7 @@ class RETGENConfig(BaseModel):
     index: IndexConfig = Field(default_factory=IndexConfig)
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)

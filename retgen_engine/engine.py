@@ -10,6 +10,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from .builder import BuiltModel, build
+from .cache import ContextCache
 from .config import RETGENConfig
 from .corpus import CorpusSource, read_eval_tokens
 from .encoder import Encoder, load_encoder
@@ -35,8 +36,9 @@ class RetgenEngine:
                  backoff: KneserNeyLM, patterns: PatternTable, index: FaissIndex,
                  stream: np.ndarray, doc_offsets: np.ndarray, doc_names: list[str],
                  manifest: Optional[dict] = None, model_dir: Optional[Path] = None,
-                 reranker=None, policy=None):
+                 reranker=None, policy=None, vectors: Optional[np.ndarray] = None):
         self.config = config
+        self.vectors = vectors  # float16 context embeddings, only with index.keep_vectors
         self.tokenizer = tokenizer
         self.vocab: Vocabulary = tokenizer.vocab
         self.encoder = encoder
@@ -55,7 +57,8 @@ class RetgenEngine:
         energy = reranker.energy_model() if reranker is not None else EnergyModel.from_config(config.energy)
         self.retriever = PatternRetriever(patterns, index, encoder, tokenizer, stream,
                                           len(self.vocab), qlen, energy)
-        self.lm = RetgenLM(backoff, self.retriever, policy)
+        c = config.cache
+        self.lm = RetgenLM(backoff, self.retriever, policy, ContextCache(c.window, c.unigram, c.bigram))
         self.sources = SourceText(stream, doc_offsets, doc_names, tokenizer,
                                   config.patterns.snippet_tokens)
         self.generator = Generator(self.lm, tokenizer, self.sources, config.generation.trace_top)
@@ -81,7 +84,8 @@ class RetgenEngine:
         built: BuiltModel = build(source, config, encoder, progress=progress)
         c = built.corpus
         engine = cls(config, c.tokenizer, encoder, built.backoff, built.patterns, built.index,
-                     c.ids, c.doc_offsets, c.doc_names, manifest={"build_stats": built.stats})
+                     c.ids, c.doc_offsets, c.doc_names, manifest={"build_stats": built.stats},
+                     vectors=built.vectors)
         if out is not None:
             engine.save(out, overwrite=overwrite)
         return engine
@@ -94,6 +98,8 @@ class RetgenEngine:
                 w.add_array(name, arr)
             for name, arr in self.patterns.arrays().items():
                 w.add_array(name, arr)
+            if self.vectors is not None:
+                w.add_array("vectors", self.vectors)
             w.add_json("docs.json", self.doc_names)
             w.add_text("vocab.json", self.vocab.to_json())
             w.add_text("config.json", self.config.to_json())
@@ -157,7 +163,7 @@ class RetgenEngine:
             policy = RetrievalPolicy.load(d / learned["policy"])
         return cls(config, tok, encoder, backoff, patterns, index, arrays["corpus_ids"],
                    arrays["doc_offsets"], doc_names, manifest=m, model_dir=d,
-                   reranker=reranker, policy=policy)
+                   reranker=reranker, policy=policy, vectors=arrays.get("vectors"))
 
     # -- parameters --------------------------------------------------------------------
     def retrieval_params(self, k: Optional[int] = None, temperature: Optional[float] = None,

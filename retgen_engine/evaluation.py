@@ -33,6 +33,7 @@ def perplexity_report(lm: RetgenLM, ids: np.ndarray, vocab: Vocabulary, params: 
         "perplexity": float(np.exp(-out["logp"].mean())),
         "tokens": int(n),
         "backoff_perplexity": float(np.exp(-out["log_kn"].mean())),
+        "backoff_cache_perplexity": float(np.exp(-out["log_base"].mean())),
         "retrieval_coverage": float(cov.mean()),
         "retrieval_only_perplexity_where_defined": (
             float(np.exp(-np.log(out["p_ret"][defined]).mean())) if defined.any() else None),

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 class TraceEntry:
     """One source that carried part of a token's probability."""
 
-    kind: str          # "pattern" (retrieved) or "ngram" (exact back-off match)
+    kind: str          # "pattern" (retrieved), "ngram" (exact back-off match) or "context"
+    #                    (the context cache: an earlier position of the prompt/output text)
     weight: float      # share of the token's final probability
     document: str
     offset: int        # token offset within the document where the matched text ends
@@ -125,13 +126,21 @@ class Generator:
                                           self.sources.snippet(pos),
                                           self.tokenizer.context_text([itos[t] for t in ctx]),
                                           pid, len(ctx)))
-        w_kn = (1 - info.lam) * info.p_kn[token] / p_final
+        w_kn = (1 - info.lam) * (1 - info.mu_u - info.mu_b) * info.p_kn[token] / p_final
         order, pos = kn.longest_match(info.history, token)
         if pos >= 0:
             doc, off = self.sources.locate(pos)
             hist = [itos[t] for t in info.history[len(info.history) - order + 1:]] if order > 1 else []
             entries.append(TraceEntry("ngram", float(w_kn), doc, off, self.sources.snippet(pos),
                                       self.tokenizer.context_text(hist), -1, order))
+        if info.mu_u or info.mu_b:
+            share, at = self.lm.cache.share(info.history, token, info.mu_u, info.mu_b)
+            if share > 0 and at >= 0:
+                lo = max(0, at - self.sources.snippet_tokens + 1)
+                entries.append(TraceEntry(
+                    "context", (1 - info.lam) * share / p_final, "<context>", at - 1,
+                    self.tokenizer.detokenize([itos[t] for t in info.history[lo:at + 1]]).strip(),
+                    "", -1, 0))
         entries.sort(key=lambda e: -e.weight)
         return entries[: self.trace_top]
 

@@ -68,8 +68,12 @@ def build_training_data(engine, fraction: float = 0.02, max_queries: int = 20000
     rng = np.random.default_rng(seed)
     pos = np.sort(rng.choice(np.arange(lo, T), size=min(max_queries, T - lo), replace=False))
     targets = stream[pos]
-    base = cut - order
-    log_kn = kn.stream_logprobs(stream[base:], start=1)[pos - base - 1]
+    # the base distribution a query sees: the prefix back-off, mixed with the context cache
+    # over the query's own preceding text (past tokens only, as at test time)
+    base = max(cut - engine.lm.cache.window - order, 0)
+    seg = stream[base:]
+    log_base = engine.lm.cache.mix_stream(kn.stream_logprobs(seg, start=1), seg, V, start=1)
+    log_base = log_base[pos - base - 1]
 
     ret = engine.retriever
     itos = engine.vocab.itos
@@ -91,5 +95,5 @@ def build_training_data(engine, fraction: float = 0.02, max_queries: int = 20000
              100 * (1 - valid.sum() / max((I >= 0).sum(), 1)), time.perf_counter() - t0)
     return {"dist": np.where(valid, D, 0.0), "valid": valid, "ratio": ratio, "ids": I_m,
             "logfreq": np.log(np.maximum(cnt, 1)), "div": feats["div"], "len": feats["len"],
-            "exact": feats["exact"], "log_kn": log_kn, "x": np.concatenate([vecs, kf], axis=1),
+            "exact": feats["exact"], "log_base": log_base, "x": np.concatenate([vecs, kf], axis=1),
             "positions": pos, "targets": targets, "cut": cut}

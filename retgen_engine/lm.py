@@ -1,10 +1,11 @@
-"""The RETGEN language model: retrieval distribution mixed with the Kneser-Ney back-off.
+"""The RETGEN language model: the retrieval distribution mixed with the base distribution
+(the Kneser-Ney back-off, itself mixed with the context cache, see :mod:`retgen_engine.cache`).
 
-log p(w) = logsumexp(log(1 - lam) + log p_kn(w), log(lam) + log p_ret(w))
+log p(w) = logsumexp(log(1 - lam) + log p_base(w), log(lam) + log p_ret(w))
 
-Both parts are normalized over the whole vocabulary and p_kn(w) > 0 for every w, so the
+Both parts are normalized over the whole vocabulary and p_base(w) > 0 for every w, so the
 mixture is a proper distribution with p(w) > 0 everywhere. Where retrieval finds nothing
-(lam is then 0) the back-off answers alone.
+(lam is then 0) the base answers alone.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .kneser_ney import KneserNeyLM
+from .cache import ContextCache
 from .features import backoff_features, right_aligned
 from .retrieval import PatternRetriever, Retrieved
 
@@ -60,14 +62,17 @@ class StepInfo:
     params: RetrievalParams
     p_kn: np.ndarray = field(repr=False)
     p_ret: np.ndarray = field(repr=False)
+    mu_u: float = 0.0   # context-cache weights in force inside the base distribution
+    mu_b: float = 0.0
 
 
 class RetgenLM:
     def __init__(self, backoff: KneserNeyLM, retriever: Optional[PatternRetriever],
-                 policy=None):
+                 policy=None, cache: Optional[ContextCache] = None):
         self.backoff = backoff
         self.retriever = retriever
         self.policy = policy
+        self.cache = cache or ContextCache(unigram=0.0, bigram=0.0)
         self.V = backoff.V
 
     def _decide(self, params: RetrievalParams, vecs: np.ndarray, seq: np.ndarray,
@@ -88,6 +93,7 @@ class RetgenLM:
                             ) -> tuple[np.ndarray, StepInfo]:
         history = [int(t) for t in history]
         p_kn = self.backoff.distribution(history)
+        p_base, mu_u, mu_b = self.cache.dense(history, p_kn)
         r = Retrieved(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64))
         w = np.zeros((1, 0))
         p_ret = np.zeros(self.V)
@@ -107,22 +113,25 @@ class RetgenLM:
                     w = ret.weights(r, float(tau))
                     p_ret = ret.dense(r, float(tau), weights=w)
                     lam = float(lam_c)
-        logp = mix_logprobs(np.log(p_kn), p_ret, lam)
-        return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret)
+        logp = mix_logprobs(np.log(p_base), p_ret, lam)
+        return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, mu_u, mu_b)
 
     def score_stream(self, seq: np.ndarray, params: RetrievalParams, start: int = 1,
-                     retrieved: Optional[Retrieved] = None, progress: bool = False) -> dict:
+                     retrieved: Optional[Retrieved] = None, progress: bool = False,
+                     query_vectors: Optional[np.ndarray] = None) -> dict:
         """Per-position log-probs of seq[i] given seq[:i], i >= start, with their parts.
 
-        ``retrieved`` (fixed parameters only) reuses one search pass at k >= params.k."""
+        ``retrieved`` (fixed parameters only) reuses one search pass at k >= params.k;
+        ``query_vectors`` reuses the embeddings of the positions' contexts."""
         seq = np.asarray(seq, dtype=np.int64)
         log_kn = self.backoff.stream_logprobs(seq, start=start)
+        log_base = self.cache.mix_stream(log_kn, seq, self.V, start=start)
         targets = seq[start:]
         n = len(targets)
         zeros = np.zeros(n)
         if not self._wants_retrieval(params):
-            return {"logp": log_kn, "log_kn": log_kn, "p_ret": zeros, "lam": zeros,
-                    "retrieved_any": np.zeros(n, bool)}
+            return {"logp": log_base, "log_kn": log_kn, "log_base": log_base, "p_ret": zeros,
+                    "lam": zeros, "retrieved_any": np.zeros(n, bool)}
         ret = self.retriever
         pos = np.arange(start, len(seq))
         if retrieved is not None and not params.use_policy:
@@ -131,18 +140,22 @@ class RetgenLM:
             tau, lam = np.full(n, params.temperature), np.full(n, params.lam)
             sel = np.ones(n, bool)
         else:
-            texts = ret.stream_texts(seq, pos)
-            vecs = ret.encode(texts, progress=progress)
+            texts = ret.stream_texts(seq, pos) if query_vectors is None or retrieved is None else None
+            vecs = ret.encode(texts, progress=progress) if query_vectors is None else query_vectors
             k, tau, lam = self._decide(params, vecs, seq, pos)
-            sel = (lam > 0) & np.array([bool(t) for t in texts])
-            r = ret.search_vectors(vecs[sel], int(k[sel].max()) if sel.any() else 1,
-                                   nprobe=params.nprobe, progress=progress,
-                                   Q=right_aligned(seq, pos[sel], ret.max_length))
+            sel = lam > 0
+            if retrieved is not None:  # one search pass at the largest k serves every choice
+                r = retrieved.rows(sel)
+            else:
+                sel &= np.array([bool(t) for t in texts])
+                r = ret.search_vectors(vecs[sel], int(k[sel].max()) if sel.any() else 1,
+                                       nprobe=params.nprobe, progress=progress,
+                                       Q=right_aligned(seq, pos[sel], ret.max_length))
         r = r.limit(k[sel])
         p_ret = zeros.copy()
         p_ret[sel] = ret.target_probs(r, targets[sel], tau[sel])
         any_ = np.zeros(n, bool)
         any_[sel] = r.valid.any(axis=1)
         lam_eff = np.where(any_, lam, 0.0)
-        return {"logp": mix_logprobs(log_kn, p_ret, lam_eff), "log_kn": log_kn, "p_ret": p_ret,
-                "lam": lam_eff, "retrieved_any": any_}
+        return {"logp": mix_logprobs(log_base, p_ret, lam_eff), "log_kn": log_kn,
+                "log_base": log_base, "p_ret": p_ret, "lam": lam_eff, "retrieved_any": any_}

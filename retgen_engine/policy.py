@@ -57,7 +57,7 @@ class RetrievalPolicy(nn.Module, SavableModule):
         return k, tau, lam
 
 
-def fit_policy(x: np.ndarray, log_kn: np.ndarray, p_ret: np.ndarray, policy: RetrievalPolicy,
+def fit_policy(x: np.ndarray, log_base: np.ndarray, p_ret: np.ndarray, policy: RetrievalPolicy,
                cost: float = 0.002, steps: int = 1500, lr: float = 3e-3, batch: int = 1024,
                seed: int = 0, progress: bool = True, val_frac: float = 0.2) -> dict:
     """REINFORCE on cached queries. ``p_ret`` [n, |k|, |tau|] is the retrieval probability of
@@ -71,7 +71,7 @@ def fit_policy(x: np.ndarray, log_kn: np.ndarray, p_ret: np.ndarray, policy: Ret
     n_val = int(n * val_frac)
     val, tr = perm[:n_val], perm[n_val:]
     X = torch.as_tensor(np.asarray(x, dtype=np.float32))
-    LKN = torch.as_tensor(np.asarray(log_kn, dtype=np.float64))
+    LBASE = torch.as_tensor(np.asarray(log_base, dtype=np.float64))
     PR = torch.as_tensor(np.asarray(p_ret, dtype=np.float64))
     ks = torch.as_tensor(policy.k_choices, dtype=torch.float64)
     lams = torch.as_tensor(policy.lam_choices, dtype=torch.float64)
@@ -80,10 +80,10 @@ def fit_policy(x: np.ndarray, log_kn: np.ndarray, p_ret: np.ndarray, policy: Ret
     def reward(idx, ik, it, il):
         lam = lams[il]
         pr = PR[idx, ik, it]
-        lp = torch.logaddexp(torch.log1p(-lam) + LKN[idx],
+        lp = torch.logaddexp(torch.log1p(-lam) + LBASE[idx],
                              torch.where(lam > 0, torch.log(lam.clamp_min(1e-300)) +
                                          torch.log(pr.clamp_min(1e-300)), torch.full_like(pr, -torch.inf)))
-        lp = torch.where((lam > 0) & (pr <= 0), torch.log1p(-lam) + LKN[idx], lp)
+        lp = torch.where((lam > 0) & (pr <= 0), torch.log1p(-lam) + LBASE[idx], lp)
         return lp - cost * (lam > 0).double() * (1 + ks[ik] / kmax), lp
 
     def greedy_eval(idx):

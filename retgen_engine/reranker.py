@@ -50,14 +50,14 @@ class EnergyReranker(nn.Module, SavableModule):
     def lam(self) -> float:
         return float(torch.sigmoid(self.lam_logit))
 
-    def nll(self, feats, valid, ratio, log_kn) -> torch.Tensor:
+    def nll(self, feats, valid, ratio, log_base) -> torch.Tensor:
         """Mean -log p(y) over queries; ratio = c(p_j, y) / c(p_j) (0 for invalid)."""
         p_ret = (self.weights(feats, valid) * ratio).sum(dim=-1)
         has = valid.any(dim=-1)
         lam = torch.sigmoid(self.lam_logit)
-        a = torch.log1p(-lam) + log_kn
+        a = torch.log1p(-lam) + log_base
         b = torch.log(lam) + torch.log(p_ret.clamp_min(1e-300))
-        mixed = torch.where(has, torch.logaddexp(a, b), log_kn)
+        mixed = torch.where(has, torch.logaddexp(a, b), log_base)
         return -mixed.mean()
 
     def energy_model(self) -> EnergyModel:
@@ -73,30 +73,30 @@ def fit_reranker(data: dict, tau: float, steps: int = 300, lr: float = 0.05, see
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
-    n = len(data["log_kn"])
+    n = len(data["log_base"])
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
     n_val = int(n * val_frac)
     val, tr = perm[:n_val], perm[n_val:]
     t = {k: torch.as_tensor(np.asarray(v)) for k, v in data.items()
-         if k in ("dist", "logfreq", "div", "len", "exact", "valid", "ratio", "log_kn")}
+         if k in ("dist", "logfreq", "div", "len", "exact", "valid", "ratio", "log_base")}
     feats = EnergyReranker.stack(t["dist"].double(), t["logfreq"].double(), t["div"].double(),
                                  t["len"].double(), t["exact"].double(), tau)
-    valid, ratio, log_kn = t["valid"].bool(), t["ratio"].double(), t["log_kn"].double()
+    valid, ratio, log_base = t["valid"].bool(), t["ratio"].double(), t["log_base"].double()
     model = EnergyReranker(tau=tau)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     hist = []
     with torch.no_grad():
-        init = float(model.nll(feats[val], valid[val], ratio[val], log_kn[val]))
+        init = float(model.nll(feats[val], valid[val], ratio[val], log_base[val]))
     for step in tqdm(range(steps), desc="training reranker", disable=not progress):
         idx = torch.as_tensor(rng.choice(tr, size=min(4096, len(tr)), replace=False))
-        loss = model.nll(feats[idx], valid[idx], ratio[idx], log_kn[idx])
+        loss = model.nll(feats[idx], valid[idx], ratio[idx], log_base[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
         hist.append(float(loss.detach()))
     with torch.no_grad():
-        final = float(model.nll(feats[val], valid[val], ratio[val], log_kn[val]))
+        final = float(model.nll(feats[val], valid[val], ratio[val], log_base[val]))
     report = {"val_nll_before": init, "val_nll_after": final, "train_loss_first": hist[0],
               "train_loss_last": float(np.mean(hist[-20:])), "weights": dict(zip(FEATURES,
               model.w.detach().tolist())), "lam": model.lam, "tau": tau, "steps": steps}

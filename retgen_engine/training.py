@@ -44,7 +44,7 @@ def best_fixed(data: dict, energy: EnergyModel, k_choices, tau_choices, lam_choi
     for a, k in enumerate(k_choices):
         for b, tau in enumerate(tau_choices):
             for lam in lam_choices:
-                lp = mix_logprobs(data["log_kn"], table[:, a, b], np.where(has, lam, 0.0))
+                lp = mix_logprobs(data["log_base"], table[:, a, b], np.where(has, lam, 0.0))
                 nll = float(-lp.mean())
                 if best is None or nll < best["nll"]:
                     best = {"k": k, "temperature": tau, "lam": lam, "nll": nll}
@@ -64,8 +64,8 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
     k_choices = pc.k_choices
     data = build_training_data(engine, fraction=fraction, max_queries=max_queries,
                                k=max(k_choices), seed=seed, progress=progress)
-    report: dict = {"queries": int(len(data["log_kn"])), "fraction": fraction, "seed": seed,
-                    "backoff_nll": float(-data["log_kn"].mean())}
+    report: dict = {"queries": int(len(data["log_base"])), "fraction": fraction, "seed": seed,
+                    "backoff_nll": float(-data["log_base"].mean())}
     lam_choices = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
     sim_only = EnergyModel()
     fixed = best_fixed(data, sim_only, k_choices, TAU_GRID, lam_choices)
@@ -84,7 +84,7 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
         pol = RetrievalPolicy(data["x"].shape[1], pc.policy_hidden_dim, k_choices, TAU_GRID,
                               lam_choices)
         table = p_ret_table(energy, data, pol.k_choices, pol.tau_choices)
-        report["policy"] = fit_policy(data["x"], data["log_kn"], table, pol, cost=cost,
+        report["policy"] = fit_policy(data["x"], data["log_base"], table, pol, cost=cost,
                                       steps=policy_steps, seed=seed, progress=progress)
         pol.save(model_dir / "policy")
         subdirs.append("policy")

@@ -36,12 +36,25 @@ def test_traces_point_into_the_corpus(tiny_engine):
         total = sum(e.weight for e in tok.trace)
         assert 0 < total <= 1 + 1e-9
         for e in tok.trace:
-            assert e.document in tiny_engine.doc_names
             assert e.offset >= 0 and e.snippet
+            if e.kind == "context":  # repeated from the prompt or earlier output
+                assert e.document == "<context>"
+                continue
+            assert e.document in tiny_engine.doc_names
             if e.kind == "ngram" or e.order < 5:
                 # the cited snippet ends with the generated token
                 assert e.snippet.split()[-1].endswith(tok.token.replace("@-@", "-")[-1:]) or \
                     tok.token in ("<eos>",)
+
+
+def test_context_cache_traces_point_into_the_prompt(tiny_engine):
+    prompt = "The Valkyria Chronicles game : Valkyria"
+    res = tiny_engine.generate(prompt, max_new_tokens=6, seed=0, temperature=0)
+    ctx = [e for t in res.tokens for e in t.trace if e.kind == "context"]
+    assert ctx, "greedy decoding after a repeated name uses the context cache"
+    words = tiny_engine.tokenizer.split(prompt) + [t.token for t in res.tokens]
+    for e in ctx:
+        assert 0 <= e.offset < len(words)
 
 
 def test_stop_strings_truncate(tiny_engine):

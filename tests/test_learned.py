@@ -52,7 +52,7 @@ def test_reranker_gradients_flow_and_training_lowers_loss(data):
                                    ("dist", "logfreq", "div", "len", "exact")), 0.05)
     m = EnergyReranker(tau=0.05)
     loss = m.nll(feats, torch.as_tensor(data["valid"]), torch.as_tensor(data["ratio"]),
-                 torch.as_tensor(data["log_kn"]))
+                 torch.as_tensor(data["log_base"]))
     loss.backward()
     assert m.w.grad is not None and torch.isfinite(m.w.grad).all() and m.w.grad.abs().sum() > 0
     assert m.lam_logit.grad is not None and m.lam_logit.grad != 0
@@ -61,7 +61,7 @@ def test_reranker_gradients_flow_and_training_lowers_loss(data):
 def test_policy_training_improves_reward(data):
     pol = RetrievalPolicy(data["x"].shape[1], 16, (4, 8, 16), (0.02, 0.05, 0.2), (0.0, 0.1, 0.3))
     table = p_ret_table(EnergyReranker(0.05).energy_model(), data, pol.k_choices, pol.tau_choices)
-    rep = fit_policy(data["x"], data["log_kn"], table, pol, steps=150, progress=False)
+    rep = fit_policy(data["x"], data["log_base"], table, pol, steps=150, progress=False)
     assert rep["train_neg_reward_last"] < rep["train_neg_reward_first"]
     grads = [p.grad for p in pol.parameters()]
     assert all(g is not None for g in grads)

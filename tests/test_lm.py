@@ -70,5 +70,24 @@ def test_perplexity_report(tiny_engine, sample_corpus, tmp_path):
     assert rep["tokens"] == 7 + 1 + 1 + 3 + 1  # words + one <eos> per line, blank included
     assert rep["perplexity"] > 1 and rep["backoff_perplexity"] > 1
     assert 0 <= rep["retrieval_coverage"] <= 1
-    only_kn = tiny_engine.perplexity(f, lam=0.0)
-    assert only_kn["perplexity"] == pytest.approx(rep["backoff_perplexity"])
+    no_retrieval = tiny_engine.perplexity(f, lam=0.0)
+    assert no_retrieval["perplexity"] == pytest.approx(rep["backoff_cache_perplexity"])
+    assert no_retrieval["perplexity"] != pytest.approx(rep["backoff_perplexity"])  # cache is on
+
+
+def test_context_cache_stream_matches_dense():
+    from retgen_engine.cache import ContextCache
+
+    rng = np.random.default_rng(0)
+    V = 30
+    seq = rng.integers(0, V, size=400)
+    cache = ContextCache(window=50, unigram=0.2, bigram=0.3)
+    p_kn = rng.dirichlet(np.ones(V), size=len(seq))
+    log_kn = np.log(p_kn[np.arange(len(seq)), seq])[1:]
+    stream = cache.mix_stream(log_kn, seq, V, start=1)
+    for i in (1, 2, 3, 40, 51, 52, 399):
+        p, mu_u, mu_b = cache.dense(seq[:i].tolist(), p_kn[i])
+        assert abs(p.sum() - 1) < 1e-9 and p.min() > 0
+        assert stream[i - 1] == pytest.approx(np.log(p[seq[i]]), abs=1e-12)
+    with pytest.raises(ValueError, match="sum < 1"):
+        ContextCache(unigram=0.6, bigram=0.5)

@@ -1,0 +1,269 @@
+"""Ablation of RETGEN on WikiText-2 (the paper's table 6.2, measured): every row in one run,
+on one model (built with ``index.keep_vectors`` so other index specs use the same vectors).
+
+    python benchmarks/ablation.py --model-dir /tmp/retgen-ablation-wt2   # builds if missing
+
+Writes results/ablation_wikitext2.{json,md} and results/ablation_{lambda,k}.png.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from retgen_engine import RETGENConfig, RetgenEngine
+from retgen_engine.corpus import read_eval_tokens
+from retgen_engine.energy import EnergyModel
+from retgen_engine.evaluation import prepend_context
+from retgen_engine.features import right_aligned
+from retgen_engine.index import FaissIndex
+from retgen_engine.lm import RetrievalParams, mix_logprobs
+from retgen_engine.training import train
+
+from lm_benchmark import DATA, GRID_K, GRID_LAM, GRID_TAU, PROMPTS, machine
+
+HERE = Path(__file__).resolve().parent
+KENLM = 220.14
+
+
+def alt_index(eng: RetgenEngine, spec: str) -> FaissIndex:
+    import faiss
+
+    vecs = np.asarray(eng.vectors, dtype=np.float32)
+    index = faiss.index_factory(vecs.shape[1], spec, faiss.METRIC_L2)
+    rng = np.random.default_rng(eng.config.index.seed)
+    sample = vecs[np.sort(rng.choice(len(vecs), min(len(vecs), 200_000), replace=False))]
+    index.train(sample)
+    for s in range(0, len(vecs), 1 << 16):
+        chunk = vecs[s:s + (1 << 16)]
+        if "IVF" in spec:
+            index.add_with_ids(chunk, np.arange(s, s + len(chunk), dtype=np.int64))
+        else:
+            index.add(chunk)  # sequential ids = pattern ids
+    return FaissIndex(index, spec, eng.index.default_nprobe)
+
+
+def index_bytes(idx: FaissIndex) -> int:
+    return idx.nbytes()
+
+
+def search_latency(eng: RetgenEngine, idx: FaissIndex, vecs: np.ndarray, n: int = 300) -> float:
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # single queries are served with one thread
+    times = []
+    for v in vecs[:n]:
+        t = time.perf_counter()
+        idx.search(v[None], 64)
+        times.append(1000 * (time.perf_counter() - t))
+    faiss.omp_set_num_threads(threads)
+    return statistics.median(times)
+
+
+def gen_speed(eng: RetgenEngine, n_tokens: int, **kw) -> float:
+    rates = []
+    for i, p in enumerate(PROMPTS):
+        t = time.perf_counter()
+        res = eng.generate(p, max_new_tokens=n_tokens, seed=i, top_p=0.9, **kw)
+        rates.append(res.completion_tokens / (time.perf_counter() - t))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model-dir", type=Path, default=Path("/tmp/retgen-ablation-wt2"))
+    ap.add_argument("--data-dir", type=Path, default=DATA)
+    ap.add_argument("--gen-tokens", type=int, default=60)
+    ap.add_argument("--out", type=Path, default=HERE / "results")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    log = logging.getLogger("ablation")
+    mach = machine()
+    files = {s: a.data_dir / f"wikitext-2/wiki.{s}.tokens" for s in ("train", "valid", "test")}
+    if not (a.model_dir / "manifest.json").exists():
+        cfg = RETGENConfig()
+        cfg.index.keep_vectors = True
+        RetgenEngine.build(files["train"], out=a.model_dir, config=cfg, overwrite=True)
+    eng = RetgenEngine.load(a.model_dir)
+    if eng.vectors is None:
+        raise SystemExit(f"{a.model_dir} was built without index.keep_vectors")
+    if eng.policy is None or eng.reranker is None:
+        train(eng, seed=0)
+        eng = RetgenEngine.load(a.model_dir)
+    ret = eng.retriever
+    learned, sim_only = ret.energy, EnergyModel()
+
+    splits = {}
+    for split in ("valid", "test"):
+        ids = read_eval_tokens(files[split], eng.tokenizer)
+        seq = prepend_context(ids, eng.vocab)
+        pos = np.arange(1, len(seq))
+        texts = ret.stream_texts(seq, pos)
+        vecs = ret.encode(texts, progress=True)
+        splits[split] = {"seq": seq, "vecs": vecs, "empty": np.array([not t for t in texts]),
+                         "Q": right_aligned(seq, pos, ret.max_length),
+                         "log_kn": eng.backoff.stream_logprobs(seq)}
+    nlist = eng.index.nlist
+    indexes = {"IVF-PQ": eng.index}
+    t = time.perf_counter()
+    indexes["IVF-Flat"] = alt_index(eng, f"IVF{nlist},Flat")
+    indexes["PQ, exhaustive"] = alt_index(eng, f"PQ{eng.config.index.pq_nsplits}np")
+    log.info("alternative indexes built in %.0fs", time.perf_counter() - t)
+    kmax = max(GRID_K + eng.policy.k_choices)
+    retrieved: dict = {}
+    for name, idx in indexes.items():
+        ret.index = idx
+        for split, s in splits.items():
+            t = time.perf_counter()
+            retrieved[name, split] = ret.search_vectors(s["vecs"], kmax, empty=s["empty"],
+                                                        Q=s["Q"], progress=True)
+            log.info("%s %s search %.0fs", name, split, time.perf_counter() - t)
+    ret.index = eng.index
+
+    def score(index_name, energy, params, split):
+        ret.energy = energy
+        s = splits[split]
+        out = eng.lm.score_stream(s["seq"], params, retrieved=retrieved[index_name, split],
+                                  query_vectors=s["vecs"])
+        ret.energy = learned
+        return out
+
+    def grid(index_name, energy):
+        s, r = splits["valid"], retrieved[index_name, "valid"]
+        targets = s["seq"][1:]
+        rows = []
+        ret.energy = energy
+        for k, tau in itertools.product(GRID_K, GRID_TAU):
+            rk = r.top(k)
+            p = ret.target_probs(rk, targets, tau)
+            has = rk.valid.any(axis=1)
+            for lam in GRID_LAM:
+                lp = mix_logprobs(s["log_kn"], p, np.where(has, lam, 0.0))
+                rows.append({"k": k, "temperature": tau, "lam": lam,
+                             "valid_perplexity": float(np.exp(-lp.mean()))})
+        ret.energy = learned
+        return min(rows, key=lambda x: x["valid_perplexity"]), rows
+
+    def ppl(out):
+        return float(np.exp(-out["logp"].mean()))
+
+    nprobe = eng.index.default_nprobe
+    policy = RetrievalParams(use_policy=True, nprobe=nprobe)
+    best_sim, grid_sim = grid("IVF-PQ", sim_only)
+    best_learned, _ = grid("IVF-PQ", learned)
+
+    def fixed(best):
+        return RetrievalParams(best["k"], best["temperature"], best["lam"], nprobe)
+
+    row_defs = [
+        ("full system (learned reranker + policy, IVF-PQ)", "IVF-PQ", learned, policy, {}),
+        ("without PQ (IVF-Flat)", "IVF-Flat", learned, policy, {}),
+        ("without IVF (exhaustive search over the same PQ codes)", "PQ, exhaustive", learned, policy, {}),
+        ("without energy rerank (similarity-only softmax, policy kept)", "IVF-PQ", sim_only, policy, {}),
+        ("without learned policy (learned rerank, best fixed k/tau/lambda on valid)", "IVF-PQ",
+         learned, fixed(best_learned), dict(policy=False, k=best_learned["k"],
+                                            temperature=best_learned["temperature"], lam=best_learned["lam"])),
+        ("fixed-parameter model (similarity-only, best fixed k/tau/lambda on valid)", "IVF-PQ",
+         sim_only, fixed(best_sim), dict(policy=False, k=best_sim["k"],
+                                         temperature=best_sim["temperature"], lam=best_sim["lam"])),
+    ]
+    rows = []
+    full_out_test = None
+    for label, iname, energy, params, gen_kw in row_defs:
+        v = score(iname, energy, params, "valid")
+        te = score(iname, energy, params, "test")
+        if full_out_test is None:
+            full_out_test = te
+        ret.index, ret.energy = indexes[iname], energy
+        speed = gen_speed(eng, a.gen_tokens, **gen_kw)
+        ret.index, ret.energy = eng.index, learned
+        rows.append({"row": label, "valid_perplexity": ppl(v), "test_perplexity": ppl(te),
+                     "retrieval_rate_test": float(np.mean(te["lam"] > 0)),
+                     "index": iname, "index_bytes": index_bytes(indexes[iname]),
+                     "median_ms_per_query": search_latency(eng, indexes[iname], splits["test"]["vecs"]),
+                     "tokens_per_second": speed})
+        log.info("%s", rows[-1])
+    kn_v = float(np.exp(-splits["valid"]["log_kn"].mean()))
+    kn_t = float(np.exp(-splits["test"]["log_kn"].mean()))
+    ret.energy = sim_only
+    speed_kn = gen_speed(eng, a.gen_tokens, policy=False, lam=0.0)
+    ret.energy = learned
+    rows.append({"row": "back-off only (KN-5)", "valid_perplexity": kn_v, "test_perplexity": kn_t,
+                 "retrieval_rate_test": 0.0, "index": None, "index_bytes": 0,
+                 "median_ms_per_query": 0.0, "tokens_per_second": speed_kn})
+    d = full_out_test["p_ret"] > 0
+    rows.append({"row": "retrieval only, where defined (full system's p_ret on the test tokens "
+                        "it covers)", "valid_perplexity": None,
+                 "test_perplexity": float(np.exp(-np.log(full_out_test["p_ret"][d]).mean())),
+                 "defined_share": float(d.mean()), "index": "IVF-PQ"})
+    fixed_row = rows[5]
+    deltas = {
+        "reranker_vs_fixed_test": rows[4]["test_perplexity"] - fixed_row["test_perplexity"],
+        "policy_vs_fixed_test": rows[3]["test_perplexity"] - fixed_row["test_perplexity"],
+        "full_vs_fixed_test": rows[0]["test_perplexity"] - fixed_row["test_perplexity"],
+        "policy_tokens_per_second_ratio_vs_fixed": rows[3]["tokens_per_second"] / fixed_row["tokens_per_second"],
+        "full_tokens_per_second_ratio_vs_fixed": rows[0]["tokens_per_second"] / fixed_row["tokens_per_second"],
+    }
+    mach["load_average_end"] = list(__import__("os").getloadavg())
+    result = {"corpus": "wikitext2", "rows": rows, "deltas": deltas, "kn5_test_perplexity": KENLM,
+              "best_fixed_similarity_only": best_sim, "best_fixed_learned_rerank": best_learned,
+              "training": eng.manifest.get("training"), "grid_similarity_only": grid_sim,
+              "machine": mach}
+    a.out.mkdir(parents=True, exist_ok=True)
+    (a.out / "ablation_wikitext2.json").write_text(json.dumps(result, indent=1, default=float))
+    md = ["# Ablation on WikiText-2 (one model, one run)", "",
+          f"Machine: {mach['cpu']}, {mach['cores']} cores, load {mach['load_average'][0]:.1f} at start / "
+          f"{mach['load_average_end'][0]:.1f} at end; {mach['date']}. KenLM 5-gram test reference: {KENLM}.",
+          "", "| row | valid ppl | test ppl | test / KenLM | retrieval rate | index MiB | median ms/query "
+              "(search, 1 thread) | tokens/s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        vp = f"{r['valid_perplexity']:.2f}" if r.get("valid_perplexity") else "–"
+        md.append(f"| {r['row']} | {vp} | {r['test_perplexity']:.2f} | {r['test_perplexity'] / KENLM:.3f} | "
+                  f"{r.get('retrieval_rate_test', r.get('defined_share', 0)):.2f} | "
+                  f"{r.get('index_bytes', 0) / 2**20:.1f} | {r.get('median_ms_per_query', 0):.2f} | "
+                  f"{r.get('tokens_per_second', 0):.1f} |")
+    md += ["", "Deltas on test perplexity against the fixed-parameter model (negative = better): "
+           f"learned reranker {deltas['reranker_vs_fixed_test']:+.2f}, learned policy "
+           f"{deltas['policy_vs_fixed_test']:+.2f}, both {deltas['full_vs_fixed_test']:+.2f}. "
+           f"Generation speed, policy vs fixed: x{deltas['policy_tokens_per_second_ratio_vs_fixed']:.2f}.", ""]
+    (a.out / "ablation_wikitext2.md").write_text("\n".join(md))
+    print("\n".join(md))
+    plot(grid_sim, best_sim, a.out)
+
+
+def plot(grid_rows, best, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = [r for r in grid_rows if r["k"] == best["k"] and r["temperature"] == best["temperature"]]
+    plt.figure(figsize=(5, 3.5))
+    plt.plot([r["lam"] for r in sel], [r["valid_perplexity"] for r in sel], "o-")
+    plt.xlabel("lambda (retrieval weight)")
+    plt.ylabel("valid perplexity")
+    plt.title(f"WikiText-2, k={best['k']}, tau={best['temperature']}")
+    plt.tight_layout()
+    plt.savefig(out / "ablation_lambda.png", dpi=120)
+    plt.close()
+    sel = [r for r in grid_rows if r["lam"] == best["lam"] and r["temperature"] == best["temperature"]]
+    plt.figure(figsize=(5, 3.5))
+    plt.plot([r["k"] for r in sel], [r["valid_perplexity"] for r in sel], "o-")
+    plt.xscale("log", base=2)
+    plt.xlabel("k (patterns retrieved)")
+    plt.ylabel("valid perplexity")
+    plt.title(f"WikiText-2, lambda={best['lam']}, tau={best['temperature']}")
+    plt.tight_layout()
+    plt.savefig(out / "ablation_k.png", dpi=120)
+    plt.close()
+
+
+if __name__ == "__main__":
+    main()

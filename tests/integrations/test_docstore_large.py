@@ -1,0 +1,111 @@
+"""The large-store configuration: compressed candidate codes + refine codes, no raw vectors.
+
+Fast (~seconds): 12k synthetic clustered unit vectors in 32 dimensions, the same shape of
+configuration as :func:`retgen_engine.docstore.large_store_config` (IVF-PQ 4-bit fast-scan
+with dim/8 sub-quantizers, ``PQ{dim/4}`` refine codes) at a smaller scale.
+"""
+from __future__ import annotations
+
+import json
+
+import faiss
+import numpy as np
+import pytest
+
+from retgen_engine.config import IndexConfig
+from retgen_engine.docstore import (CODES_FORMAT_VERSION, DocumentStore, auto_refine_spec,
+                                    large_store_config)
+
+DIM, N, K = 32, 12_000, 10
+
+
+def _clustered(n, n_clusters=150, spread=0.35, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_clusters, DIM)).astype(np.float32)
+    x = centers[rng.integers(0, n_clusters, n)] + spread * rng.normal(size=(n, DIM)).astype(
+        np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _cfg():
+    return IndexConfig(exact_threshold=2000, pq_threshold=4000, pq_nsplits=DIM // 8,
+                       fast_scan=True, nprobe=16)
+
+
+@pytest.fixture(scope="module")
+def large():
+    data = _clustered(N + 100)
+    base, queries = data[:N], data[N:]
+    s = DocumentStore(index_config=_cfg(), refine_factor=8)
+    for b in range(0, N, 3000):
+        s.upsert([f"d{i}" for i in range(b, b + 3000)], [f"t{i}" for i in range(b, b + 3000)],
+                 base[b:b + 3000], [{"g": i % 2} for i in range(b, b + 3000)])
+    return s, base, queries
+
+
+def _recall(s, base, queries, **kw):
+    exact = faiss.IndexFlatL2(DIM)
+    exact.add(base)
+    _, truth = exact.search(queries, K)
+    got = [[int(h.id[1:]) for h in s.search(q, K, **kw)] for q in queries]
+    return np.mean([len(set(g) & set(t.tolist())) / K for g, t in zip(got, truth)])
+
+
+def test_large_store_drops_raw_vectors_and_keeps_recall(large):
+    s, base, queries = large
+    assert s.compressed and s.refine_spec == auto_refine_spec(DIM) == "PQ8"
+    assert "PQ4x4fs" in s.spec and s._vecs.dtype == np.uint8 and s._vecs.shape[1] == 8
+    assert _recall(s, base, queries) >= 0.9
+    # bytes per record: 4 (IVF-PQ) + 8 (refine) + 8 + 8 (ids) + 1 (alive) + fixed parts
+    per = s.nbytes() / len(s)
+    assert per < 0.5 * DIM * 4, per  # well under a float32 flat index (128 B/vector here)
+
+
+def test_large_store_reconstructs_vectors_for_mmr_and_energy(large):
+    s, base, queries = large
+    v = s.vectors(["d5", "d7"])
+    assert v.dtype == np.float32 and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert np.all(np.sum(v * base[[5, 7]], axis=1) > 0.95)  # close to the originals
+    hits = s.search(base[5], k=3, with_vectors=True)
+    assert hits[0].id == "d5" and hits[0].vector is not None
+    assert len({h.id for h in s.max_marginal_relevance(queries[0], k=5, fetch_k=20)}) == 5
+    e = s.search_energy(queries[0], k=4, fetch_k=10)
+    assert len(e) == 4 and all(h.weight is not None for h in e)
+    hits = s.search(queries[1], k=10, filter={"g": 1})
+    assert len(hits) == 10 and all(h.metadata["g"] == 1 for h in hits)
+
+
+def test_large_store_persists_no_raw_vectors(large, tmp_path):
+    s, base, queries = large
+    out = s.save(tmp_path / "st")
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format_version"] == CODES_FORMAT_VERSION
+    assert m["refine_codec"]["spec"] == "PQ8"
+    assert not (out / "vectors.npy").exists()
+    codes = np.load(out / "codes.npy")
+    assert codes.dtype == np.uint8 and codes.shape == (N, 8)
+    for p in out.iterdir():  # no file holds anything like the float vectors
+        assert p.stat().st_size < N * DIM * 2, p.name
+    t = DocumentStore.load(out)
+    assert t.compressed and len(t) == N
+    assert [h.id for h in t.search(queries[3], K)] == [h.id for h in s.search(queries[3], K)]
+    t.upsert(["new"], ["n"], base[:1] * -1)  # adds go straight to codes
+    assert t._vecs.dtype == np.uint8 and t.search(-base[0], 1)[0].id == "new"
+
+
+def test_small_stores_stay_exact_and_raw_codes_can_be_disabled():
+    data = _clustered(3000)
+    s = DocumentStore(index_config=_cfg())
+    s.upsert([str(i) for i in range(3000)], ["t"] * 3000, data)
+    assert not s.compressed and s._vecs.dtype == np.float32
+    raw = DocumentStore(index_config=_cfg(), refine_codes=None)
+    for b in range(0, N, 3000):
+        raw.upsert([str(i) for i in range(b, b + 3000)], ["t"] * 3000, _clustered(3000, seed=b))
+    assert "PQ" in raw.spec and not raw.compressed and raw._vecs.dtype == np.float32
+
+
+def test_large_store_config_fits_minilm():
+    cfg = large_store_config()
+    assert cfg.fast_scan and 384 % cfg.pq_nsplits == 0 and auto_refine_spec(384) == "PQ96"
+    with pytest.raises(ValueError, match="refine_codes"):
+        DocumentStore(refine_codes="")
