@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from retgen_engine import RETGENConfig, RetgenEngine
+from retgen_engine.cache import ContextCache
 from retgen_engine.corpus import read_eval_tokens
 from retgen_engine.evaluation import perplexity_report, prepend_context
 from retgen_engine.lm import mix_logprobs
@@ -34,6 +35,8 @@ CORPORA = {
 GRID_K = [8, 16, 32, 64]
 GRID_TAU = [0.01, 0.02, 0.05, 0.1, 0.2]
 GRID_LAM = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5]
+GRID_CACHE = [(0.0, 0.0), (0.05, 0.05), (0.1, 0.05), (0.1, 0.1), (0.15, 0.1), (0.1, 0.15),
+              (0.15, 0.15)]
 PROMPTS = ["The game was released in", "In 1998 , the company", "He said that the"]
 
 
@@ -52,22 +55,29 @@ def machine() -> dict:
 
 
 def tune(eng: RetgenEngine, ids: np.ndarray, log: logging.Logger) -> tuple[dict, list]:
-    """Grid search of (k, tau, lambda) on valid from one search pass at the largest k."""
+    """Grid search of the cache weights and (k, tau, lambda) on valid, from one search pass
+    at the largest k."""
     seq = prepend_context(ids, eng.vocab)
     t = time.perf_counter()
     retrieved = eng.retriever.search_stream(seq, max(GRID_K), progress=True)
     search_s = time.perf_counter() - t
     log_kn = eng.backoff.stream_logprobs(seq)
     targets = seq[1:]
-    rows = []
+    p_ret = {}
     for k, tau in itertools.product(GRID_K, GRID_TAU):
         r = retrieved.top(k)
-        p_ret = eng.retriever.target_probs(r, targets, tau)
-        any_ = r.valid.any(axis=1)
-        for lam in GRID_LAM:
-            lp = mix_logprobs(log_kn, p_ret, np.where(any_, lam, 0.0))
-            rows.append({"k": k, "temperature": tau, "lam": lam,
-                         "valid_perplexity": float(np.exp(-lp.mean()))})
+        p_ret[k, tau] = (eng.retriever.target_probs(r, targets, tau), r.valid.any(axis=1))
+    rows = []
+    for mu_u, mu_b in GRID_CACHE:
+        cache = ContextCache(eng.lm.cache.window, mu_u, mu_b)
+        log_base = cache.mix_stream(log_kn, seq, len(eng.vocab))
+        rows.append({"k": 0, "temperature": 0, "lam": 0.0, "cache_unigram": mu_u,
+                     "cache_bigram": mu_b, "valid_perplexity": float(np.exp(-log_base.mean()))})
+        for (k, tau), (p, has) in p_ret.items():
+            for lam in GRID_LAM:
+                lp = mix_logprobs(log_base, p, np.where(has, lam, 0.0))
+                rows.append({"k": k, "temperature": tau, "lam": lam, "cache_unigram": mu_u,
+                             "cache_bigram": mu_b, "valid_perplexity": float(np.exp(-lp.mean()))})
     best = min(rows, key=lambda r: r["valid_perplexity"])
     log.info("valid search %.1fs; best %s", search_s, best)
     return best, rows
@@ -115,18 +125,41 @@ def main() -> None:
     valid = read_eval_tokens(files["valid"], eng.tokenizer)
     test = read_eval_tokens(files["test"], eng.tokenizer)
     best, grid = tune(eng, valid, log)
-    params = eng.retrieval_params(k=best["k"], temperature=best["temperature"], lam=best["lam"])
+    best_nocache = min((r for r in grid if r["cache_unigram"] == 0 and r["cache_bigram"] == 0),
+                       key=lambda r: r["valid_perplexity"])
+    eng.lm.cache = ContextCache(eng.lm.cache.window, best["cache_unigram"], best["cache_bigram"])
+    params = eng.retrieval_params(k=best["k"] or None, temperature=best["temperature"] or None,
+                                  lam=best["lam"], policy=False)
     t = time.perf_counter()
-    rep = perplexity_report(eng.lm, test, eng.vocab, params, progress=True)
+    seq = prepend_context(test, eng.vocab)
+    retrieved = eng.retriever.search_stream(seq, max(GRID_K), nprobe=params.nprobe, progress=True)
+    rep = perplexity_report(eng.lm, test, eng.vocab, params, retrieved=retrieved)
     test_secs = time.perf_counter() - t
+    full_cache = eng.lm.cache
+    eng.lm.cache = ContextCache(full_cache.window, 0.0, 0.0)  # same run, without the cache
+    rep_nocache = perplexity_report(
+        eng.lm, test, eng.vocab, eng.retrieval_params(k=best_nocache["k"],
+                                                      temperature=best_nocache["temperature"],
+                                                      lam=best_nocache["lam"], policy=False),
+        retrieved=retrieved)
+    eng.lm.cache = full_cache
     gen = generation_speed(eng, best, a.gen_tokens)
     index_bytes = (model_dir / eng.manifest["index"]["file"]).stat().st_size
     flat_bytes = eng.index.ntotal * eng.index.dim * 4
     mach["load_average_end"] = os.getloadavg()
+    rows = [
+        ("RETGEN: retrieval + KN-5 back-off + context cache (tuned on valid)", rep["perplexity"]),
+        ("RETGEN without the context cache: retrieval + KN-5 back-off", rep_nocache["perplexity"]),
+        ("KN-5 back-off + context cache (no retrieval)", rep["backoff_cache_perplexity"]),
+        ("our KN-5 back-off alone", rep["backoff_perplexity"]),
+        ("KenLM 5-gram (reference given in the brief, not re-run)", kenlm),
+    ]
     result = {
         "corpus": a.corpus,
         "valid_perplexity": best["valid_perplexity"],
         "test_perplexity": rep["perplexity"],
+        "test_perplexity_without_cache": rep_nocache["perplexity"],
+        "backoff_cache_test_perplexity": rep["backoff_cache_perplexity"],
         "backoff_test_perplexity": rep["backoff_perplexity"],
         "kn5_test_perplexity": kenlm,
         "kn5_reference": "KenLM lmplz -o 5 (modified Kneser-Ney), measured on this machine type "
@@ -136,11 +169,14 @@ def main() -> None:
         "retrieval_coverage": rep["retrieval_coverage"],
         "retrieval_only_test_perplexity_where_defined": rep["retrieval_only_perplexity_where_defined"],
         "test_tokens": rep["tokens"],
-        "tuned_params": {k: best[k] for k in ("k", "temperature", "lam")},
+        "tuned_params": {k: best[k] for k in ("k", "temperature", "lam", "cache_unigram",
+                                               "cache_bigram")},
+        "tuned_params_without_cache": {k: best_nocache[k] for k in ("k", "temperature", "lam")},
         "nprobe": params.nprobe,
         "build_seconds_encode": stats.get("build_seconds_encode"),
         "build_seconds_index": stats.get("build_seconds_index"),
         "build_seconds_total": stats.get("build_seconds_total"),
+        "build_note": "build timings are from the model's manifest (the run that built it)",
         "num_patterns": stats.get("num_patterns", len(eng.patterns)),
         "index_spec": eng.index.spec,
         "index_bytes": index_bytes,
@@ -160,14 +196,11 @@ def main() -> None:
           f"Machine: {mach['cpu']}, {mach['cores']} cores, load {mach['load_average'][0]:.1f} at "
           f"start / {mach['load_average_end'][0]:.1f} at end; {mach['date']}.", "",
           "| model | test perplexity | ratio to KenLM 5-gram |", "|---|---|---|",
-          f"| RETGEN (retrieval + KN-5 back-off, tuned on valid) | {rep['perplexity']:.2f} | "
-          f"{rep['perplexity'] / kenlm:.3f} |",
-          f"| our KN-5 back-off alone (same run) | {rep['backoff_perplexity']:.2f} | "
-          f"{rep['backoff_perplexity'] / kenlm:.3f} |",
-          f"| KenLM 5-gram (reference, brief) | {kenlm:.2f} | 1.000 |", "",
+          *[f"| {name} | {v:.2f} | {v / kenlm:.3f} |" for name, v in rows], "",
           "| measure | value |", "|---|---|",
           f"| valid perplexity (tuned) | {best['valid_perplexity']:.2f} |",
-          f"| tuned k / tau / lambda | {best['k']} / {best['temperature']} / {best['lam']} |",
+          f"| tuned k / tau / lambda / cache unigram / cache bigram | {best['k']} / "
+          f"{best['temperature']} / {best['lam']} / {best['cache_unigram']} / {best['cache_bigram']} |",
           f"| retrieval coverage (test) | {rep['retrieval_coverage']:.3f} |",
           f"| patterns | {result['num_patterns']:,} |",
           f"| index | {eng.index.spec}, {index_bytes / 2**20:.1f} MiB ({flat_bytes / index_bytes:.1f}x "

@@ -1,14 +1,16 @@
 """Benchmark: RETGEN's document store vs LangChain community FAISS (and LlamaIndex's
 FaissVectorStore when ``llama-index-vector-stores-faiss`` is installed) on the same vectors.
 
-Vectors: real all-MiniLM-L6-v2 embeddings of word windows of the bundled wikitext sample;
-beyond the number of distinct windows, "synthetic-from-real" vectors (a real vector plus
-gaussian noise of std 0.02 per dimension, renormalized). Queries are held-out real windows.
-Measures add throughput, memory (faiss index bytes + stored vectors, and process RSS delta),
-p50/p95 single-query latency (faiss with 1 OpenMP thread), recall@10 against an exact
-IndexFlatL2; records the machine. Writes results/vectorstore.json and results/vectorstore.md.
+Vectors: real all-MiniLM-L6-v2 embeddings (bfloat16, batch 256, cached as .npy under
+--cache) of distinct WikiText-2 train sentences; beyond --real vectors, "synthetic-from-real"
+vectors (a real vector plus gaussian noise of std --noise per dimension, renormalized;
+labelled as such in the results). Queries are held-out real sentences.
+Measures add throughput, memory (faiss index bytes + stored vectors/codes + ids, and process
+RSS delta), p50/p95 single-query latency (faiss with 1 OpenMP thread), recall@10 against an
+exact IndexFlatL2, and the load average around each store; records the machine. Writes
+results/vectorstore.json and results/vectorstore.md.
 
-    python benchmarks/vectorstore.py --sizes 100000          # real MiniLM, ~5 min encoding
+    python benchmarks/vectorstore.py --sizes 100000 1000000  # 100k real; 1M synthetic-from-real
     python benchmarks/vectorstore.py --smoke                 # 2000 vectors, seconds
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -28,10 +31,11 @@ import numpy as np
 
 from retgen_engine import load_encoder
 from retgen_engine.config import IndexConfig
-from retgen_engine.docstore import DocumentStore
+from retgen_engine.docstore import LARGE_REFINE_FACTOR, DocumentStore, large_store_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "data" / "wikitext2_sample.tokens"
+WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "wiki.train.tokens"
 OUT = Path(__file__).resolve().parent / "results"
 K = 10
 
@@ -129,18 +133,24 @@ def latency_recall(search, queries, truth):
             f"recall@{K}": round(float(np.mean(rec)), 4)}
 
 
-def bench_retgen(vecs, texts, queries, truth, cfg: IndexConfig, batch=10000):
+def bench_retgen(vecs, texts, queries, truth, cfg: IndexConfig, refine_factor: int,
+                 batch=10000):
     gc.collect()
     r0 = rss_bytes()
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    s = DocumentStore(index_config=cfg, vector_dtype="float16", refine_factor=8)
+    s = DocumentStore(index_config=cfg, refine_factor=refine_factor)
     for b in range(0, len(vecs), batch):
         s.upsert([str(i) for i in range(b, b + len(vecs[b:b + batch]))], texts[b:b + batch],
                  vecs[b:b + batch])
     add_s = time.perf_counter() - t0
-    res = {"store": "retgen DocumentStore", "spec": s.spec, "add_per_s": round(len(vecs) / add_s),
-           "index_bytes": s.nbytes(), "rss_delta_bytes": rss_bytes() - r0}
+    spec = s.spec + (f" + refine {s.refine_spec} codes (no raw vectors)" if s.compressed
+                     else " + float32 vectors")
+    res = {"store": "retgen DocumentStore", "spec": spec, "add_per_s": round(len(vecs) / add_s),
+           "index_bytes": s.nbytes(), "rss_delta_bytes": rss_bytes() - r0,
+           "refine_factor": refine_factor, "nprobe": cfg.nprobe}
     res.update(latency_recall(lambda q: [int(h.id) for h in s.search(q, K)], queries, truth))
+    res["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     del s
     return res
 
@@ -152,6 +162,7 @@ def bench_langchain_faiss(vecs, texts, queries, truth, batch=10000):
 
     gc.collect()
     r0 = rss_bytes()
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     vs = FAISS(FakeEmbeddings(size=vecs.shape[1]), faiss.IndexFlatL2(vecs.shape[1]),
                InMemoryDocstore(), {})
@@ -166,11 +177,12 @@ def bench_langchain_faiss(vecs, texts, queries, truth, batch=10000):
     res.update(latency_recall(
         lambda q: [int(d.id) for d, _ in vs.similarity_search_with_score_by_vector(q, K)],
         queries, truth))
+    res["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     del vs
     return res
 
 
-def bench_llama_faiss(vecs, texts, queries, truth):
+def bench_llama_faiss(vecs, texts, queries, truth, batch=10000):
     try:
         from llama_index.vector_stores.faiss import FaissVectorStore
     except ImportError:
@@ -181,24 +193,30 @@ def bench_llama_faiss(vecs, texts, queries, truth):
 
     gc.collect()
     r0 = rss_bytes()
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     vs = FaissVectorStore(faiss_index=faiss.IndexFlatL2(vecs.shape[1]))
-    ids = vs.add([TextNode(id_=str(i), text=t, embedding=v.tolist())
-                  for i, (t, v) in enumerate(zip(texts, vecs))])
+    ids = []
+    for b in range(0, len(vecs), batch):  # nodes in batches: 1M nodes at once would not fit
+        ids += vs.add([TextNode(id_=str(b + i), text=t, embedding=v.tolist())
+                       for i, (t, v) in enumerate(zip(texts[b:b + batch], vecs[b:b + batch]))])
     add_s = time.perf_counter() - t0
-    res = {"store": "llama_index FaissVectorStore (IndexFlatL2)", "spec": "Flat",
+    # FaissVectorStore keeps only the faiss index; its node ids are faiss row numbers here
+    res = {"store": "llama_index FaissVectorStore (IndexFlatL2)", "spec": "Flat (no texts kept)",
            "add_per_s": round(len(vecs) / add_s),
            "index_bytes": int(faiss.serialize_index(vs.client).nbytes),
            "rss_delta_bytes": rss_bytes() - r0}
     res.update(latency_recall(lambda q: [int(i) for i in vs.query(VectorStoreQuery(
         query_embedding=q.tolist(), similarity_top_k=K)).ids], queries, truth))
+    res["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     del vs, ids
     return res
 
 
 def retgen_config(n: int) -> IndexConfig:
-    """Exact below 20k, IVF-Flat below 200k, IVF-PQ48 (+ exact refine from fp16) above."""
-    return IndexConfig(exact_threshold=20_000, pq_threshold=200_000, pq_nsplits=48, nprobe=32)
+    """The large-store configuration (exact < 20k, IVF-Flat < 50k, then IVF-PQ48x4fs with
+    IVF1024,PQ96 refine codes and no raw vectors)."""
+    return large_store_config()
 
 
 def machine() -> dict:
@@ -218,6 +236,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--real", type=int, default=100_000,
+                    help="real MiniLM vectors at most; larger sizes are synthetic-from-real")
+    ap.add_argument("--noise", type=float, default=0.02,
+                    help="std per dimension of the synthetic-from-real noise")
+    ap.add_argument("--data", type=Path, default=WIKITEXT if WIKITEXT.is_file() else DATA)
+    ap.add_argument("--cache", type=Path, default=Path("/tmp/retgen_cache"),
+                    help="where encoded vectors are cached (.npy)")
+    ap.add_argument("--refine-factor", type=int, default=LARGE_REFINE_FACTOR)
+    ap.add_argument("--nprobe", type=int, default=None)
+    ap.add_argument("--stores", nargs="+", default=["retgen", "langchain", "llama_index"])
     ap.add_argument("--smoke", action="store_true", help="one size of 2000 vectors")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -225,19 +253,37 @@ def main() -> None:
     faiss.omp_set_num_threads(1)
     runs = []
     for size in sizes:
-        vecs, texts, queries, origin = make_vectors(size, args.queries)
+        vecs, texts, queries, origin = make_vectors(size, args.queries, args.data, args.cache,
+                                                    args.real, args.noise)
         exact = faiss.IndexFlatL2(vecs.shape[1])
         exact.add(vecs)
         _, truth = exact.search(queries, K)
         del exact
-        results = [bench_retgen(vecs, texts, queries, truth, retgen_config(size)),
-                   bench_langchain_faiss(vecs, texts, queries, truth),
-                   bench_llama_faiss(vecs, texts, queries, truth)]
+        cfg = retgen_config(size)
+        if args.nprobe:
+            cfg = large_store_config(nprobe=args.nprobe)
+        results = []
+        if "retgen" in args.stores:
+            results.append(bench_retgen(vecs, texts, queries, truth, cfg, args.refine_factor))
+        if "langchain" in args.stores:
+            results.append(bench_langchain_faiss(vecs, texts, queries, truth))
+        if "llama_index" in args.stores:
+            results.append(bench_llama_faiss(vecs, texts, queries, truth))
+        flat = [r["index_bytes"] for r in results if "index_bytes" in r and
+                r["spec"].startswith("Flat")]
+        for r in results:
+            if "index_bytes" in r:
+                r["bytes_per_vector"] = round(r["index_bytes"] / size, 1)
+                if flat:
+                    r["memory_ratio_vs_flat"] = round(min(flat) / r["index_bytes"], 2)
         runs.append({"size": size, "dim": int(vecs.shape[1]), "vectors": origin,
                      "results": results})
+        print(markdown({"machine": machine(), "k": K, "queries": args.queries, "runs": runs[-1:],
+                        "command": "(partial)"}), flush=True)
+        del vecs, texts
+        gc.collect()
     report = {"machine": machine(), "k": K, "queries": args.queries, "runs": runs,
-              "command": "python benchmarks/vectorstore.py " + (
-                  "--smoke" if args.smoke else "--sizes " + " ".join(map(str, sizes)))}
+              "command": "python benchmarks/vectorstore.py " + " ".join(sys.argv[1:])}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "vectorstore.json").write_text(json.dumps(report, indent=2))
     (args.out / "vectorstore.md").write_text(markdown(report))
@@ -246,23 +292,32 @@ def main() -> None:
 
 def markdown(rep: dict) -> str:
     m = rep["machine"]
-    lines = [f"# Vector store benchmark\n\n`{rep['command']}`; {m['cpu_count']} CPUs, load "
-             f"{tuple(round(x, 2) for x in m['loadavg'])}, faiss {m['faiss']}, 1 OpenMP "
-             f"thread for search; recall@{rep['k']} vs exact IndexFlatL2 over "
-             f"{rep['queries']} held-out real MiniLM queries.\n"]
+    lines = [f"# Vector store benchmark\n\n`{rep['command']}`; {m['cpu_count']} CPUs (shared "
+             f"with other jobs; load at the end {tuple(round(x, 2) for x in m['loadavg'])}), "
+             f"faiss {m['faiss']}, 1 OpenMP thread for add and search; recall@{rep['k']} vs exact "
+             f"IndexFlatL2 over {rep['queries']} held-out real MiniLM queries (WikiText-2 "
+             "sentences). Memory = faiss index (serialized) + stored vectors or codes + ids; "
+             "texts/metadata are not counted for any store. p50/p95 are medians/95th percentiles "
+             "of single-query wall time through each store's Python API; the 1-minute load "
+             "average before/after each store is in the last column (timings are noisy).\n"]
     for run in rep["runs"]:
         v = run["vectors"]
-        lines.append(f"\n## {run['size']} vectors (dim {run['dim']}; {v['real']} real MiniLM, "
-                     f"{v['synthetic']} synthetic-from-real)\n")
-        lines.append("| store | spec | add/s | index+vectors MB | RSS delta MB | p50 ms | "
-                     f"p95 ms | recall@{rep['k']} |\n|---|---|---|---|---|---|---|---|")
+        syn = (f", {v['synthetic']} synthetic-from-real (real vector + N(0, {v['noise_std']}) "
+               "per dimension, renormalized)" if v["synthetic"] else "")
+        lines.append(f"\n## {run['size']} vectors (dim {run['dim']}; {v['real']} real MiniLM"
+                     f"{syn})\n")
+        lines.append("| store | spec | add/s | memory MB | B/vector | flat/ours memory | "
+                     f"RSS delta MB | p50 ms | p95 ms | recall@{rep['k']} | load 1m |\n"
+                     "|---|---|---|---|---|---|---|---|---|---|---|")
         for r in run["results"]:
             if "skipped" in r:
-                lines.append(f"| {r['store']} | skipped: {r['skipped']} |||||||")
+                lines.append(f"| {r['store']} | skipped: {r['skipped']} ||||||||||")
                 continue
             lines.append(f"| {r['store']} | {r['spec']} | {r['add_per_s']} | "
-                         f"{r['index_bytes'] / 1e6:.1f} | {r['rss_delta_bytes'] / 1e6:.1f} | "
-                         f"{r['p50_ms']} | {r['p95_ms']} | {r['recall@%d' % rep['k']]} |")
+                         f"{r['index_bytes'] / 1e6:.1f} | {r.get('bytes_per_vector', '')} | "
+                         f"{r.get('memory_ratio_vs_flat', '')} | "
+                         f"{r['rss_delta_bytes'] / 1e6:.1f} | {r['p50_ms']} | {r['p95_ms']} | "
+                         f"{r['recall@%d' % rep['k']]} | {r.get('loadavg_1m', '')} |")
     return "\n".join(lines) + "\n"
 
 

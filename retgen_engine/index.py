@@ -145,6 +145,12 @@ class FaissIndex(VectorIndex):
             except RuntimeError as e:
                 raise ValueError(f"index file {str(path)!r} is corrupt or not a faiss index: "
                                  f"{str(e).splitlines()[0] if str(e) else e}") from None
+        if mapped is not None and _nlist_of(index):
+            # mmapped lists are OnDiskInvertedLists, whose default prefetch starts 32 threads on
+            # every search (4 ms instead of 0.04 ms per query here): turn it off.
+            inv = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
+            if hasattr(inv, "prefetch_nthread"):
+                inv.prefetch_nthread = 0
         return cls(index, spec, default_nprobe, mapped_from=mapped)
 
     def _params(self, nprobe: Optional[int], selector):

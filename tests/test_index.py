@@ -90,3 +90,13 @@ def test_save_load_round_trip(tmp_path):
     idx.save(tmp_path / "i.faiss")
     back = FaissIndex.load(tmp_path / "i.faiss", idx.spec)
     np.testing.assert_array_equal(idx.search(x[:5], 4)[1], back.search(x[:5], 4)[1])
+
+
+def test_mmapped_ivf_index_does_not_prefetch(tmp_path):
+    x = clustered(6000, 16)
+    idx = FaissIndex.build(x, np.arange(len(x)), IndexConfig())
+    idx.save(tmp_path / "i.faiss")
+    back = FaissIndex.load(tmp_path / "i.faiss", idx.spec, mmap=True)
+    inv = faiss.downcast_InvertedLists(faiss.extract_index_ivf(back.index).invlists)
+    assert isinstance(inv, faiss.OnDiskInvertedLists) and inv.prefetch_nthread == 0
+    np.testing.assert_array_equal(idx.search(x[:5], 4)[1], back.search(x[:5], 4)[1])
