@@ -12,7 +12,7 @@ import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -148,14 +148,3 @@ def load_encoder(name: str, dtype: str = "float32") -> Encoder:
     if Path(name).is_dir():
         return SentenceTransformerEncoder(name, dtype=dtype)
     raise ValueError(f"encoder {name!r} is not 'minilm', 'hashing:<dim>' or a local model directory")
-
-
-def iter_chunks(seq: Iterable, size: int):
-    buf = []
-    for x in seq:
-        buf.append(x)
-        if len(buf) == size:
-            yield buf
-            buf = []
-    if buf:
-        yield buf

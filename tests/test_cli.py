@@ -1,6 +1,5 @@
 import json
 
-import pytest
 
 from retgen_engine.cli import main
 

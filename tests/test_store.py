@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from retgen_engine import HashingEncoder, ModelFormatError, RetgenEngine
-from retgen_engine.encoder import Encoder
 
 from retgen_testutil import hashing_config
 
