@@ -1,8 +1,9 @@
 """The large-store configuration: compressed candidate codes + refine codes, no raw vectors.
 
-Fast (~seconds): 12k synthetic clustered unit vectors in 32 dimensions, the same shape of
+Fast: 12k synthetic clustered unit vectors in 64 dimensions (each cluster a low-dimensional
+gaussian plus a little isotropic noise, like sentence embeddings), the same shape of
 configuration as :func:`retgen_engine.docstore.large_store_config` (IVF-PQ 4-bit fast-scan
-with dim/8 sub-quantizers, ``PQ{dim/4}`` refine codes) at a smaller scale.
+with dim/8 sub-quantizers, ``IVF{L},PQ{dim/4}`` residual refine codes) at a smaller scale.
 """
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ from retgen_engine.config import IndexConfig
 from retgen_engine.docstore import (CODES_FORMAT_VERSION, DocumentStore, auto_refine_spec,
                                     large_store_config)
 
-DIM, N, K = 32, 12_000, 10
+DIM, N, K = 64, 12_000, 10
 
 
-def _clustered(n, n_clusters=150, spread=0.35, seed=0):
+def _clustered(n, n_clusters=150, latent=4, spread=0.35, iso=0.02, seed=0):
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(n_clusters, DIM)).astype(np.float32)
-    x = centers[rng.integers(0, n_clusters, n)] + spread * rng.normal(size=(n, DIM)).astype(
-        np.float32)
+    axes = rng.normal(size=(n_clusters, latent, DIM)).astype(np.float32) / np.sqrt(latent)
+    c = rng.integers(0, n_clusters, n)
+    z = rng.normal(size=(n, latent)).astype(np.float32)
+    x = (centers[c] + spread * np.einsum("nl,nld->nd", z, axes[c])
+         + iso * rng.normal(size=(n, DIM)).astype(np.float32))
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
@@ -53,12 +57,12 @@ def _recall(s, base, queries, **kw):
 
 def test_large_store_drops_raw_vectors_and_keeps_recall(large):
     s, base, queries = large
-    assert s.compressed and s.refine_spec == auto_refine_spec(DIM) == "PQ8"
-    assert "PQ4x4fs" in s.spec and s._vecs.dtype == np.uint8 and s._vecs.shape[1] == 8
+    assert s.compressed and s.refine_spec == auto_refine_spec(DIM, N) == "IVF256,PQ16"
+    assert "PQ8x4fs" in s.spec and s._vecs.dtype == np.uint8 and s._vecs.shape[1] == 17
     assert _recall(s, base, queries) >= 0.9
-    # bytes per record: 4 (IVF-PQ) + 8 (refine) + 8 + 8 (ids) + 1 (alive) + fixed parts
+    # bytes per record: 4 (IVF-PQ) + 1 + 16 (refine) + 8 + 8 (ids) + 1 (alive) + fixed parts
     per = s.nbytes() / len(s)
-    assert per < 0.5 * DIM * 4, per  # well under a float32 flat index (128 B/vector here)
+    assert per < 0.3 * DIM * 4, per  # well under a float32 flat index (256 B/vector here)
 
 
 def test_large_store_reconstructs_vectors_for_mmr_and_energy(large):
@@ -80,10 +84,10 @@ def test_large_store_persists_no_raw_vectors(large, tmp_path):
     out = s.save(tmp_path / "st")
     m = json.loads((out / "manifest.json").read_text())
     assert m["format_version"] == CODES_FORMAT_VERSION
-    assert m["refine_codec"]["spec"] == "PQ8"
+    assert m["refine_codec"]["spec"] == "IVF256,PQ16"
     assert not (out / "vectors.npy").exists()
     codes = np.load(out / "codes.npy")
-    assert codes.dtype == np.uint8 and codes.shape == (N, 8)
+    assert codes.dtype == np.uint8 and codes.shape == (N, 17)
     for p in out.iterdir():  # no file holds anything like the float vectors
         assert p.stat().st_size < N * DIM * 2, p.name
     t = DocumentStore.load(out)
@@ -106,6 +110,7 @@ def test_small_stores_stay_exact_and_raw_codes_can_be_disabled():
 
 def test_large_store_config_fits_minilm():
     cfg = large_store_config()
-    assert cfg.fast_scan and 384 % cfg.pq_nsplits == 0 and auto_refine_spec(384) == "PQ96"
+    assert cfg.fast_scan and 384 % cfg.pq_nsplits == 0
+    assert auto_refine_spec(384, 80_000) == "IVF1024,PQ96" and auto_refine_spec(30, 500) == "IVF8,PQ6"
     with pytest.raises(ValueError, match="refine_codes"):
         DocumentStore(refine_codes="")
