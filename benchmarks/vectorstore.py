@@ -326,6 +326,10 @@ def markdown(rep: dict) -> str:
                          f"{r.get('memory_ratio_vs_flat', '')} | "
                          f"{r['rss_delta_bytes'] / 1e6:.1f} | {r['p50_ms']} | {r['p95_ms']} | "
                          f"{r['recall@%d' % rep['k']]} | {r.get('loadavg_1m', '')} |")
+    done = {run["size"] for run in rep["runs"]}
+    missing = [n for n in rep.get("sizes_requested", []) if n not in done]
+    if missing:
+        lines.append(f"\nRequested but not finished (stopped for time): sizes {missing}.")
     return "\n".join(lines) + "\n"
 
 
