@@ -1,9 +1,12 @@
-"""Ablation of RETGEN on WikiText-2 (the paper's table 6.2, measured): every row in one run,
-on one model (built with ``index.keep_vectors`` so other index specs use the same vectors).
+"""Ablation of RETGEN (the paper's table 6.2, measured): every row in one run, on one model
+(built with ``index.keep_vectors`` so that other index specs use the same vectors; without
+them the index rows are reported as not measured).
 
-    python benchmarks/ablation.py --model-dir /tmp/retgen-ablation-wt2   # builds if missing
+    python benchmarks/ablation.py --corpus wikitext2 --model-dir /tmp/retgen-ablation-wt2
+    python benchmarks/ablation.py --corpus ptb --model-dir /tmp/retgen-bench-ptb
 
-Writes results/ablation_wikitext2.{json,md} and results/ablation_{lambda,k}.png.
+Builds the model if missing, trains the reranker and policy if missing, and writes
+results/ablation_<corpus>.{json,md} and results/ablation_<corpus>_{lambda,k}.png.
 """
 from __future__ import annotations
 
@@ -26,10 +29,9 @@ from retgen_engine.index import FaissIndex
 from retgen_engine.lm import RetrievalParams, mix_logprobs
 from retgen_engine.training import train
 
-from lm_benchmark import DATA, GRID_K, GRID_LAM, GRID_TAU, PROMPTS, machine
+from lm_benchmark import CORPORA, DATA, GRID_K, GRID_LAM, GRID_TAU, PROMPTS, machine
 
 HERE = Path(__file__).resolve().parent
-KENLM = 220.14
 
 
 def alt_index(eng: RetgenEngine, spec: str) -> FaissIndex:
@@ -78,23 +80,28 @@ def gen_speed(eng: RetgenEngine, n_tokens: int, **kw) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--corpus", choices=sorted(CORPORA), default="wikitext2")
     ap.add_argument("--model-dir", type=Path, default=Path("/tmp/retgen-ablation-wt2"))
     ap.add_argument("--data-dir", type=Path, default=DATA)
     ap.add_argument("--gen-tokens", type=int, default=60)
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument("--retrain", action="store_true", help="train the learned parts again")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     log = logging.getLogger("ablation")
     mach = machine()
-    files = {s: a.data_dir / f"wikitext-2/wiki.{s}.tokens" for s in ("train", "valid", "test")}
+    pattern, KENLM = CORPORA[a.corpus]
+    files = {s: a.data_dir / pattern.format(s) for s in ("train", "valid", "test")}
     if not (a.model_dir / "manifest.json").exists():
         cfg = RETGENConfig()
         cfg.index.keep_vectors = True
+        cfg.tokenizer.mode = "words"
         RetgenEngine.build(files["train"], out=a.model_dir, config=cfg, overwrite=True)
     eng = RetgenEngine.load(a.model_dir)
     if eng.vectors is None:
-        raise SystemExit(f"{a.model_dir} was built without index.keep_vectors")
-    if eng.policy is None or eng.reranker is None:
+        log.warning("%s was built without index.keep_vectors: the rows that need another index "
+                    "over the same vectors (without PQ, without IVF) are not measured", a.model_dir)
+    if a.retrain or eng.policy is None or eng.reranker is None:
         train(eng, seed=0)
         eng = RetgenEngine.load(a.model_dir)
     ret = eng.retriever
@@ -112,10 +119,11 @@ def main() -> None:
                          "log_kn": eng.backoff.stream_logprobs(seq)}
     nlist = eng.index.nlist
     indexes = {"IVF-PQ": eng.index}
-    t = time.perf_counter()
-    indexes["IVF-Flat"] = alt_index(eng, f"IVF{nlist},Flat")
-    indexes["PQ, exhaustive"] = alt_index(eng, f"PQ{eng.config.index.pq_nsplits}np")
-    log.info("alternative indexes built in %.0fs", time.perf_counter() - t)
+    if eng.vectors is not None:
+        t = time.perf_counter()
+        indexes["IVF-Flat"] = alt_index(eng, f"IVF{nlist},Flat")
+        indexes["PQ, exhaustive"] = alt_index(eng, f"PQ{eng.config.index.pq_nsplits}np")
+        log.info("alternative indexes built in %.0fs", time.perf_counter() - t)
     kmax = max(GRID_K + eng.policy.k_choices)
     retrieved: dict = {}
     for name, idx in indexes.items():
@@ -176,6 +184,10 @@ def main() -> None:
     ]
     rows = []
     for label, iname, energy, params, gen_kw in row_defs:
+        if iname not in indexes:
+            rows.append({"row": label, "valid_perplexity": None, "test_perplexity": None,
+                         "not_measured": "the model keeps no vectors (index.keep_vectors)"})
+            continue
         v = score(iname, energy, params, "valid")
         te = score(iname, energy, params, "test")
         ret.index, ret.energy = indexes[iname], energy
@@ -209,26 +221,30 @@ def main() -> None:
                      "test_perplexity": float(np.exp(-np.log(fixed_sim_test["p_ret"][d]).mean())),
                      "defined_share": float(d.mean()), "index": "IVF-PQ"})
     fixed_row = rows[5]
+    full_row = rows[0]
     deltas = {
         "reranker_vs_fixed_test": rows[4]["test_perplexity"] - fixed_row["test_perplexity"],
         "policy_vs_fixed_test": rows[3]["test_perplexity"] - fixed_row["test_perplexity"],
-        "full_vs_fixed_test": rows[0]["test_perplexity"] - fixed_row["test_perplexity"],
+        "full_vs_fixed_test": full_row["test_perplexity"] - fixed_row["test_perplexity"],
         "policy_tokens_per_second_ratio_vs_fixed": rows[3]["tokens_per_second"] / fixed_row["tokens_per_second"],
-        "full_tokens_per_second_ratio_vs_fixed": rows[0]["tokens_per_second"] / fixed_row["tokens_per_second"],
+        "full_tokens_per_second_ratio_vs_fixed": full_row["tokens_per_second"] / fixed_row["tokens_per_second"],
     }
     mach["load_average_end"] = list(__import__("os").getloadavg())
-    result = {"corpus": "wikitext2", "rows": rows, "deltas": deltas, "kn5_test_perplexity": KENLM,
+    result = {"corpus": a.corpus, "rows": rows, "deltas": deltas, "kn5_test_perplexity": KENLM,
               "best_fixed_similarity_only": best_sim, "best_fixed_learned_rerank": best_learned,
               "training": eng.manifest.get("training"), "grid_similarity_only": grid_sim,
               "machine": mach}
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "ablation_wikitext2.json").write_text(json.dumps(result, indent=1, default=float))
-    md = ["# Ablation on WikiText-2 (one model, one run)", "",
+    (a.out / f"ablation_{a.corpus}.json").write_text(json.dumps(result, indent=1, default=float))
+    md = [f"# Ablation on {a.corpus} (one model, one run)", "",
           f"Machine: {mach['cpu']}, {mach['cores']} cores, load {mach['load_average'][0]:.1f} at start / "
           f"{mach['load_average_end'][0]:.1f} at end; {mach['date']}. KenLM 5-gram test reference: {KENLM}.",
           "", "| row | valid ppl | test ppl | test / KenLM | retrieval rate | index MiB | median ms/query "
               "(search, 1 thread) | tokens/s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        if r.get("not_measured"):
+            md.append(f"| {r['row']} | not measured: {r['not_measured']} | | | | | | |")
+            continue
         vp = f"{r['valid_perplexity']:.2f}" if r.get("valid_perplexity") else "–"
         md.append(f"| {r['row']} | {vp} | {r['test_perplexity']:.2f} | {r['test_perplexity'] / KENLM:.3f} | "
                   f"{r.get('retrieval_rate_test', r.get('defined_share', 0)):.2f} | "
@@ -238,12 +254,12 @@ def main() -> None:
            f"learned reranker {deltas['reranker_vs_fixed_test']:+.2f}, learned policy "
            f"{deltas['policy_vs_fixed_test']:+.2f}, both {deltas['full_vs_fixed_test']:+.2f}. "
            f"Generation speed, policy vs fixed: x{deltas['policy_tokens_per_second_ratio_vs_fixed']:.2f}.", ""]
-    (a.out / "ablation_wikitext2.md").write_text("\n".join(md))
+    (a.out / f"ablation_{a.corpus}.md").write_text("\n".join(md))
     print("\n".join(md))
-    plot(grid_sim, best_sim, a.out)
+    plot(grid_sim, best_sim, a.out, a.corpus)
 
 
-def plot(grid_rows, best, out: Path) -> None:
+def plot(grid_rows, best, out: Path, corpus: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -254,9 +270,9 @@ def plot(grid_rows, best, out: Path) -> None:
     plt.plot([r["lam"] for r in sel], [r["valid_perplexity"] for r in sel], "o-")
     plt.xlabel("lambda (retrieval weight)")
     plt.ylabel("valid perplexity")
-    plt.title(f"WikiText-2, k={best['k']}, tau={best['temperature']}")
+    plt.title(f"{corpus}, k={best['k']}, tau={best['temperature']}")
     plt.tight_layout()
-    plt.savefig(out / "ablation_lambda.png", dpi=120)
+    plt.savefig(out / f"ablation_{corpus}_lambda.png", dpi=120)
     plt.close()
     sel = [r for r in grid_rows if r["lam"] == best["lam"] and r["temperature"] == best["temperature"]]
     plt.figure(figsize=(5, 3.5))
@@ -264,9 +280,9 @@ def plot(grid_rows, best, out: Path) -> None:
     plt.xscale("log", base=2)
     plt.xlabel("k (patterns retrieved)")
     plt.ylabel("valid perplexity")
-    plt.title(f"WikiText-2, lambda={best['lam']}, tau={best['temperature']}")
+    plt.title(f"{corpus}, lambda={best['lam']}, tau={best['temperature']}")
     plt.tight_layout()
-    plt.savefig(out / "ablation_k.png", dpi=120)
+    plt.savefig(out / f"ablation_{corpus}_k.png", dpi=120)
     plt.close()
 
 

@@ -48,7 +48,7 @@ class EnergyReranker(nn.Module, SavableModule):
 
     @property
     def lam(self) -> float:
-        return float(torch.sigmoid(self.lam_logit))
+        return float(torch.sigmoid(self.lam_logit).detach())
 
     def nll(self, feats, valid, ratio, log_base) -> torch.Tensor:
         """Mean -log p(y) over queries; ratio = c(p_j, y) / c(p_j) (0 for invalid)."""

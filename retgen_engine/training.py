@@ -66,7 +66,7 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
                                k=max(k_choices), seed=seed, progress=progress)
     report: dict = {"queries": int(len(data["log_base"])), "fraction": fraction, "seed": seed,
                     "backoff_nll": float(-data["log_base"].mean())}
-    lam_choices = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+    lam_choices = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
     sim_only = EnergyModel()
     fixed = best_fixed(data, sim_only, k_choices, TAU_GRID, lam_choices)
     report["fixed"] = fixed
