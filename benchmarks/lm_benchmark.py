@@ -22,6 +22,7 @@ import numpy as np
 from retgen_engine import RETGENConfig, RetgenEngine
 from retgen_engine.cache import ContextCache
 from retgen_engine.corpus import read_eval_tokens
+from retgen_engine.energy import EnergyModel
 from retgen_engine.evaluation import perplexity_report, prepend_context
 from retgen_engine.lm import mix_logprobs
 from retgen_engine.store import versions
@@ -37,6 +38,7 @@ GRID_TAU = [0.01, 0.02, 0.05, 0.1, 0.2]
 GRID_LAM = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5]
 GRID_CACHE = [(0.0, 0.0), (0.05, 0.05), (0.1, 0.05), (0.1, 0.1), (0.15, 0.1), (0.1, 0.15),
               (0.15, 0.15)]
+GRID_WINDOW = [500, 1000, 2000]
 PROMPTS = ["The game was released in", "In 1998 , the company", "He said that the"]
 
 
@@ -68,16 +70,19 @@ def tune(eng: RetgenEngine, ids: np.ndarray, log: logging.Logger) -> tuple[dict,
         r = retrieved.top(k)
         p_ret[k, tau] = (eng.retriever.target_probs(r, targets, tau), r.valid.any(axis=1))
     rows = []
-    for mu_u, mu_b in GRID_CACHE:
-        cache = ContextCache(eng.lm.cache.window, mu_u, mu_b)
+    for window, (mu_u, mu_b) in itertools.product(GRID_WINDOW, GRID_CACHE):
+        if mu_u == mu_b == 0 and window != GRID_WINDOW[-1]:
+            continue  # no cache: the window does not matter
+        cache = ContextCache(window, mu_u, mu_b)
         log_base = cache.mix_stream(log_kn, seq, len(eng.vocab))
-        rows.append({"k": 0, "temperature": 0, "lam": 0.0, "cache_unigram": mu_u,
-                     "cache_bigram": mu_b, "valid_perplexity": float(np.exp(-log_base.mean()))})
+        common = {"cache_window": window, "cache_unigram": mu_u, "cache_bigram": mu_b}
+        rows.append({"k": 0, "temperature": 0, "lam": 0.0, **common,
+                     "valid_perplexity": float(np.exp(-log_base.mean()))})
         for (k, tau), (p, has) in p_ret.items():
             for lam in GRID_LAM:
                 lp = mix_logprobs(log_base, p, np.where(has, lam, 0.0))
-                rows.append({"k": k, "temperature": tau, "lam": lam, "cache_unigram": mu_u,
-                             "cache_bigram": mu_b, "valid_perplexity": float(np.exp(-lp.mean()))})
+                rows.append({"k": k, "temperature": tau, "lam": lam, **common,
+                             "valid_perplexity": float(np.exp(-lp.mean()))})
     best = min(rows, key=lambda r: r["valid_perplexity"])
     log.info("valid search %.1fs; best %s", search_s, best)
     return best, rows
@@ -123,12 +128,15 @@ def main() -> None:
         RetgenEngine.build(files["train"], out=model_dir, config=cfg, overwrite=True, progress=True)
         eng = RetgenEngine.load(model_dir)
     stats = eng.manifest["build_stats"]
+    # the fixed-parameter model: similarity-only energy even if `retgen train` has run on it
+    eng.retriever.energy = EnergyModel.from_config(eng.config.energy)
 
     if a.speed_only:
         res_path = a.out / f"{a.corpus}.json"
         result = json.loads(res_path.read_text())
         tp = result["tuned_params"]
-        eng.lm.cache = ContextCache(eng.lm.cache.window, tp["cache_unigram"], tp["cache_bigram"])
+        eng.lm.cache = ContextCache(tp.get("cache_window", eng.lm.cache.window), tp["cache_unigram"],
+                                    tp["cache_bigram"])
         gen = generation_speed(eng, tp, a.gen_tokens)
         result["generate_tokens_per_second"] = gen["median"]
         result["generate_runs_tokens_per_second"] = gen["runs"]
@@ -148,7 +156,7 @@ def main() -> None:
     best, grid = tune(eng, valid, log)
     best_nocache = min((r for r in grid if r["cache_unigram"] == 0 and r["cache_bigram"] == 0),
                        key=lambda r: r["valid_perplexity"])
-    eng.lm.cache = ContextCache(eng.lm.cache.window, best["cache_unigram"], best["cache_bigram"])
+    eng.lm.cache = ContextCache(best["cache_window"], best["cache_unigram"], best["cache_bigram"])
     params = eng.retrieval_params(k=best["k"] or None, temperature=best["temperature"] or None,
                                   lam=best["lam"], policy=False)
     t = time.perf_counter()
@@ -190,8 +198,8 @@ def main() -> None:
         "retrieval_coverage": rep["retrieval_coverage"],
         "retrieval_only_test_perplexity_where_defined": rep["retrieval_only_perplexity_where_defined"],
         "test_tokens": rep["tokens"],
-        "tuned_params": {k: best[k] for k in ("k", "temperature", "lam", "cache_unigram",
-                                               "cache_bigram")},
+        "tuned_params": {k: best[k] for k in ("k", "temperature", "lam", "cache_window",
+                                               "cache_unigram", "cache_bigram")},
         "tuned_params_without_cache": {k: best_nocache[k] for k in ("k", "temperature", "lam")},
         "nprobe": params.nprobe,
         "build_seconds_encode": stats.get("build_seconds_encode"),
@@ -220,8 +228,9 @@ def main() -> None:
           *[f"| {name} | {v:.2f} | {v / kenlm:.3f} |" for name, v in rows], "",
           "| measure | value |", "|---|---|",
           f"| valid perplexity (tuned) | {best['valid_perplexity']:.2f} |",
-          f"| tuned k / tau / lambda / cache unigram / cache bigram | {best['k']} / "
-          f"{best['temperature']} / {best['lam']} / {best['cache_unigram']} / {best['cache_bigram']} |",
+          f"| tuned k / tau / lambda / cache window / unigram / bigram | {best['k']} / "
+          f"{best['temperature']} / {best['lam']} / {best['cache_window']} / {best['cache_unigram']} / "
+          f"{best['cache_bigram']} |",
           f"| retrieval coverage (test) | {rep['retrieval_coverage']:.3f} |",
           f"| patterns | {result['num_patterns']:,} |",
           f"| index | {eng.index.spec}, {index_bytes / 2**20:.1f} MiB ({flat_bytes / index_bytes:.1f}x "
