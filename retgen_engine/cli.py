@@ -29,6 +29,11 @@ def _load_dataset(name: str, split: str):
     return datasets.load_dataset(name, split=split)
 
 
+def _apply_cache(eng, a: argparse.Namespace) -> None:
+    if a.cache_window is not None or a.cache_unigram is not None or a.cache_bigram is not None:
+        eng.set_cache(a.cache_window, a.cache_unigram, a.cache_bigram)
+
+
 def _retrieval_overrides(a: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in (("k", a.k), ("temperature", a.tau), ("lam", a.lam),
                                ("nprobe", a.nprobe)) if v is not None}
@@ -54,6 +59,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from . import RetgenEngine
 
     eng = RetgenEngine.load(a.model)
+    _apply_cache(eng, a)
     rep = eng.perplexity(a.data, progress=not a.quiet, **_retrieval_overrides(a))
     rep["data"] = str(a.data)
     if a.json:
@@ -74,6 +80,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from . import RetgenEngine
 
     eng = RetgenEngine.load(a.model)
+    _apply_cache(eng, a)
     kw = dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
               top_p=a.top_p, repetition_penalty=a.repetition_penalty, stop=a.stop or None,
               seed=a.seed, trace=a.trace, **_retrieval_overrides(a))
@@ -168,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--tau", type=float, help="retrieval softmax temperature")
         sp.add_argument("--lam", type=float, help="retrieval mixing weight in [0, 1)")
         sp.add_argument("--nprobe", type=int, help="IVF lists probed per search")
+        sp.add_argument("--cache-window", type=int, help="context cache window (tokens)")
+        sp.add_argument("--cache-unigram", type=float, help="context cache unigram weight")
+        sp.add_argument("--cache-bigram", type=float, help="context cache bigram weight")
 
     e = sub.add_parser("eval", help="perplexity of a model on a file")
     e.add_argument("--model", required=True)

@@ -195,6 +195,14 @@ class RetgenEngine:
                               pick(top_p, g.top_p), pick(repetition_penalty, g.repetition_penalty),
                               pick(allow_unk, g.allow_unk))
 
+    def set_cache(self, window: Optional[int] = None, unigram: Optional[float] = None,
+                  bigram: Optional[float] = None) -> None:
+        """Change the context cache for this engine instance (not the saved model)."""
+        c = self.lm.cache
+        self.lm.cache = ContextCache(c.window if window is None else window,
+                                     c.unigram if unigram is None else unigram,
+                                     c.bigram if bigram is None else bigram)
+
     # -- language model ----------------------------------------------------------------
     def next_token_logprobs(self, context: str | Sequence[int], **retrieval: Any) -> np.ndarray:
         """log p(. | context) over the whole vocabulary (natural log; exp sums to 1)."""

@@ -18,6 +18,10 @@ def test_build_eval_generate_info(tmp_path, sample_corpus, capsys):
     assert main(["eval", "--model", str(out), "--data", str(data), "--json", "--quiet"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["tokens"] == 6 and rep["perplexity"] > 1 and "ms_per_token" in rep
+    assert main(["eval", "--model", str(out), "--data", str(data), "--json", "--quiet",
+                 "--cache-unigram", "0", "--cache-bigram", "0", "--lam", "0"]) == 0
+    rep0 = json.loads(capsys.readouterr().out)
+    assert rep0["perplexity"] == rep0["backoff_perplexity"]  # no cache, no retrieval
     assert main(["generate", "--model", str(out), "--prompt", "The game", "--max-new-tokens", "5",
                  "--seed", "1", "--trace"]) == 0
     text = capsys.readouterr().out
