@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from retgen_engine import RetgenEngine
 
@@ -32,8 +32,29 @@ def messages_to_prompt(messages: list[BaseMessage]) -> str:
     return "\n".join(m.text for m in messages if m.text)
 
 
-class _RetgenParams:
+class _RetgenParams(BaseModel):
     """Fields and helpers shared by :class:`ChatRetgen` and :class:`RetgenLLM`."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    model_dir: Optional[str] = None
+    engine: Optional[Any] = Field(default=None, exclude=True)
+    model_name: str = Field("retgen", alias="model")
+    temperature: Optional[float] = Field(None, ge=0.0)
+    max_tokens: Optional[int] = Field(None, ge=0)
+    top_k: Optional[int] = Field(None, ge=0)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: Optional[float] = Field(None, gt=0.0)
+    seed: Optional[int] = None
+    stop: Optional[list[str]] = None
+    _loaded: Optional[RetgenEngine] = PrivateAttr(default=None)
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "model_dir": self.model_dir,
+                "temperature": self.temperature, "max_tokens": self.max_tokens,
+                "top_k": self.top_k, "top_p": self.top_p,
+                "repetition_penalty": self.repetition_penalty, "seed": self.seed}
 
     def _engine(self) -> RetgenEngine:
         if self._loaded is None:
@@ -57,30 +78,11 @@ class _RetgenParams:
 class ChatRetgen(_RetgenParams, BaseChatModel):
     """Chat model over a RETGEN model directory (``model_dir``) or engine (``engine``)."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
-
-    model_dir: Optional[str] = None
-    engine: Optional[Any] = Field(default=None, exclude=True)
-    model_name: str = Field("retgen", alias="model")
-    temperature: Optional[float] = Field(None, ge=0.0)
-    max_tokens: Optional[int] = Field(None, ge=0)
-    top_k: Optional[int] = Field(None, ge=0)
-    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
-    repetition_penalty: Optional[float] = Field(None, gt=0.0)
-    seed: Optional[int] = None
-    stop: Optional[list[str]] = None
-    _loaded: Optional[RetgenEngine] = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:
         return "retgen-chat"
 
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "model_dir": self.model_dir,
-                "temperature": self.temperature, "max_tokens": self.max_tokens,
-                "top_k": self.top_k, "top_p": self.top_p,
-                "repetition_penalty": self.repetition_penalty, "seed": self.seed}
 
     def _generate(self, messages: list[BaseMessage], stop: Optional[list[str]] = None,
                   run_manager: Optional[CallbackManagerForLLMRun] = None,

@@ -1,7 +1,7 @@
 """The RETGEN energy reranker as a LangChain document compressor (works with any retriever)."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from langchain_core.callbacks import Callbacks

@@ -10,9 +10,6 @@ from typing import Any, Iterator, Optional
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import LLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict, Field, PrivateAttr
-
-from retgen_engine import RetgenEngine
 
 from .._engine import count_tokens, stream_finish_reason, token_trace
 from .chat_models import _RetgenParams
@@ -21,30 +18,11 @@ from .chat_models import _RetgenParams
 class RetgenLLM(_RetgenParams, LLM):
     """Completion LLM over a RETGEN model directory (``model_dir``) or engine (``engine``)."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
-
-    model_dir: Optional[str] = None
-    engine: Optional[Any] = Field(default=None, exclude=True)
-    model_name: str = Field("retgen", alias="model")
-    temperature: Optional[float] = Field(None, ge=0.0)
-    max_tokens: Optional[int] = Field(None, ge=0)
-    top_k: Optional[int] = Field(None, ge=0)
-    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
-    repetition_penalty: Optional[float] = Field(None, gt=0.0)
-    seed: Optional[int] = None
-    stop: Optional[list[str]] = None
-    _loaded: Optional[RetgenEngine] = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:
         return "retgen"
 
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "model_dir": self.model_dir,
-                "temperature": self.temperature, "max_tokens": self.max_tokens,
-                "top_k": self.top_k, "top_p": self.top_p,
-                "repetition_penalty": self.repetition_penalty, "seed": self.seed}
 
     def _generate(self, prompts: list[str], stop: Optional[list[str]] = None,
                   run_manager: Optional[CallbackManagerForLLMRun] = None,
