@@ -97,13 +97,21 @@ def main() -> None:
         cfg.index.keep_vectors = True
         cfg.tokenizer.mode = "words"
         RetgenEngine.build(files["train"], out=a.model_dir, config=cfg, overwrite=True)
-    eng = RetgenEngine.load(a.model_dir)
+    tuned = a.out / f"{a.corpus}.json"  # the cache settings tuned on valid by lm_benchmark.py
+    cache = json.loads(tuned.read_text())["tuned_params"] if tuned.exists() else {}
+
+    def load():
+        e = RetgenEngine.load(a.model_dir)
+        e.set_cache(cache.get("cache_window"), cache.get("cache_unigram"), cache.get("cache_bigram"))
+        return e
+
+    eng = load()
     if eng.vectors is None:
         log.warning("%s was built without index.keep_vectors: the rows that need another index "
                     "over the same vectors (without PQ, without IVF) are not measured", a.model_dir)
     if a.retrain or eng.policy is None or eng.reranker is None:
-        train(eng, seed=0)
-        eng = RetgenEngine.load(a.model_dir)
+        train(eng, seed=0)  # the held-out queries see the same cache as evaluation
+        eng = load()
     ret = eng.retriever
     learned, sim_only = ret.energy, EnergyModel()
 
@@ -117,6 +125,8 @@ def main() -> None:
         splits[split] = {"seq": seq, "vecs": vecs, "empty": np.array([not t for t in texts]),
                          "Q": right_aligned(seq, pos, ret.max_length),
                          "log_kn": eng.backoff.stream_logprobs(seq)}
+        splits[split]["log_base"] = eng.lm.cache.mix_stream(splits[split]["log_kn"], seq,
+                                                            len(eng.vocab))
     nlist = eng.index.nlist
     indexes = {"IVF-PQ": eng.index}
     if eng.vectors is not None:
@@ -153,7 +163,7 @@ def main() -> None:
             p = ret.target_probs(rk, targets, tau)
             has = rk.valid.any(axis=1)
             for lam in GRID_LAM:
-                lp = mix_logprobs(s["log_kn"], p, np.where(has, lam, 0.0))
+                lp = mix_logprobs(s["log_base"], p, np.where(has, lam, 0.0))
                 rows.append({"k": k, "temperature": tau, "lam": lam,
                              "valid_perplexity": float(np.exp(-lp.mean()))})
         ret.energy = learned
@@ -233,12 +243,16 @@ def main() -> None:
     result = {"corpus": a.corpus, "rows": rows, "deltas": deltas, "kn5_test_perplexity": KENLM,
               "best_fixed_similarity_only": best_sim, "best_fixed_learned_rerank": best_learned,
               "training": eng.manifest.get("training"), "grid_similarity_only": grid_sim,
+              "cache": {"window": eng.lm.cache.window, "unigram": eng.lm.cache.unigram,
+                        "bigram": eng.lm.cache.bigram},
               "machine": mach}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"ablation_{a.corpus}.json").write_text(json.dumps(result, indent=1, default=float))
     md = [f"# Ablation on {a.corpus} (one model, one run)", "",
           f"Machine: {mach['cpu']}, {mach['cores']} cores, load {mach['load_average'][0]:.1f} at start / "
-          f"{mach['load_average_end'][0]:.1f} at end; {mach['date']}. KenLM 5-gram test reference: {KENLM}.",
+          f"{mach['load_average_end'][0]:.1f} at end; {mach['date']}. KenLM 5-gram test reference: {KENLM}. "
+          f"Context cache (tuned on valid by lm_benchmark.py): window {eng.lm.cache.window}, unigram "
+          f"{eng.lm.cache.unigram}, bigram {eng.lm.cache.bigram}; the grids below tune k, tau and lambda on top of it.",
           "", "| row | valid ppl | test ppl | test / KenLM | retrieval rate | index MiB | median ms/query "
               "(search, 1 thread) | tokens/s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -269,7 +283,7 @@ def plot(grid_rows, best, out: Path, corpus: str) -> None:
     plt.figure(figsize=(5, 3.5))
     plt.plot([r["lam"] for r in sel], [r["valid_perplexity"] for r in sel], "o-")
     plt.xlabel("lambda (retrieval weight)")
-    plt.ylabel("valid perplexity")
+    plt.ylabel("valid perplexity (with the context cache)")
     plt.title(f"{corpus}, k={best['k']}, tau={best['temperature']}")
     plt.tight_layout()
     plt.savefig(out / f"ablation_{corpus}_lambda.png", dpi=120)
@@ -279,7 +293,7 @@ def plot(grid_rows, best, out: Path, corpus: str) -> None:
     plt.plot([r["k"] for r in sel], [r["valid_perplexity"] for r in sel], "o-")
     plt.xscale("log", base=2)
     plt.xlabel("k (patterns retrieved)")
-    plt.ylabel("valid perplexity")
+    plt.ylabel("valid perplexity (with the context cache)")
     plt.title(f"{corpus}, lambda={best['lam']}, tau={best['temperature']}")
     plt.tight_layout()
     plt.savefig(out / f"ablation_{corpus}_k.png", dpi=120)
