@@ -12,6 +12,9 @@ results/vectorstore.json and results/vectorstore.md.
 
     python benchmarks/vectorstore.py --sizes 100000 1000000  # 100k real; 1M synthetic-from-real
     python benchmarks/vectorstore.py --smoke                 # 2000 vectors, seconds
+
+The retgen store runs once per profile (--profiles compact balanced, see
+retgen_engine.refine.large_store_kwargs).
 """
 from __future__ import annotations
 
@@ -30,8 +33,7 @@ import faiss
 import numpy as np
 
 from retgen_engine import load_encoder
-from retgen_engine.config import IndexConfig
-from retgen_engine.docstore import LARGE_REFINE_FACTOR, DocumentStore, large_store_config
+from retgen_engine.docstore import DocumentStore, large_store_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "data" / "wikitext2_sample.tokens"
@@ -140,22 +142,22 @@ def latency_recall(search, queries, truth):
             f"recall@{K}": round(float(np.mean(rec)), 4)}
 
 
-def bench_retgen(vecs, texts, queries, truth, cfg: IndexConfig, refine_factor: int,
-                 batch=10000):
+def bench_retgen(vecs, texts, queries, truth, profile: str, kwargs: dict, batch=10000):
     gc.collect()
     r0 = rss_bytes()
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    s = DocumentStore(index_config=cfg, refine_factor=refine_factor)
+    s = DocumentStore(**kwargs)
     for b in range(0, len(vecs), batch):
         s.upsert([str(i) for i in range(b, b + len(vecs[b:b + batch]))], texts[b:b + batch],
                  vecs[b:b + batch])
     add_s = time.perf_counter() - t0
     spec = s.spec + (f" + refine {s.refine_spec} codes (no raw vectors)" if s.compressed
                      else " + float32 vectors")
-    res = {"store": "retgen DocumentStore", "spec": spec, "add_per_s": round(len(vecs) / add_s),
-           "index_bytes": s.nbytes(), "rss_delta_bytes": rss_bytes() - r0,
-           "refine_factor": refine_factor, "nprobe": cfg.nprobe}
+    res = {"store": f"retgen DocumentStore ({profile})", "spec": spec,
+           "add_per_s": round(len(vecs) / add_s), "index_bytes": s.nbytes(),
+           "rss_delta_bytes": rss_bytes() - r0, "refine_factor": s.refine_factor,
+           "nprobe": s.index_config.nprobe}
     res.update(latency_recall(lambda q: [int(h.id) for h in s.search(q, K)], queries, truth))
     res["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     del s
@@ -220,12 +222,6 @@ def bench_llama_faiss(vecs, texts, queries, truth, batch=10000):
     return res
 
 
-def retgen_config(n: int) -> IndexConfig:
-    """The large-store configuration (exact < 20k, IVF-Flat < 50k, then IVF-PQ48x4fs with
-    IVF1024,PQ96 refine codes and no raw vectors)."""
-    return large_store_config()
-
-
 def machine() -> dict:
     import langchain_community
     import langchain_core
@@ -250,7 +246,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=WIKITEXT if WIKITEXT.is_file() else DATA)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/retgen_cache"),
                     help="where encoded vectors are cached (.npy)")
-    ap.add_argument("--refine-factor", type=int, default=LARGE_REFINE_FACTOR)
+    ap.add_argument("--profiles", nargs="+", default=["compact", "balanced"],
+                    help="retgen large-store profiles (retgen_engine.refine.large_store_kwargs)")
+    ap.add_argument("--refine-factor", type=int, default=None)
     ap.add_argument("--nprobe", type=int, default=None)
     ap.add_argument("--stores", nargs="+", default=["retgen", "langchain", "llama_index"])
     ap.add_argument("--smoke", action="store_true", help="one size of 2000 vectors")
@@ -266,12 +264,11 @@ def main() -> None:
         exact.add(vecs)
         _, truth = exact.search(queries, K)
         del exact
-        cfg = retgen_config(size)
-        if args.nprobe:
-            cfg = large_store_config(nprobe=args.nprobe)
         results = []
-        if "retgen" in args.stores:
-            results.append(bench_retgen(vecs, texts, queries, truth, cfg, args.refine_factor))
+        over = {"nprobe": args.nprobe} if args.nprobe else {}
+        for profile in args.profiles if "retgen" in args.stores else []:
+            kw = large_store_kwargs(profile, args.refine_factor, **over)
+            results.append(bench_retgen(vecs, texts, queries, truth, profile, kw))
         if "langchain" in args.stores:
             results.append(bench_langchain_faiss(vecs, texts, queries, truth))
         if "llama_index" in args.stores:

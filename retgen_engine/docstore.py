@@ -1,6 +1,8 @@
 """A document vector store: texts + metadata + vectors behind stable string ids.
 
-Shared by the LangChain and LlamaIndex adapters (no framework imports here).
+Shared by the LangChain and LlamaIndex adapters (no framework imports here). Ranking helpers
+live in :mod:`retgen_engine.docranking`, refine codes in :mod:`retgen_engine.refine`,
+persistence in :mod:`retgen_engine.docstore_io`.
 
 Ids. Callers name records with strings; internally every record gets an int64 id from a
 counter that only grows (never reused, also across upserts and saves), with a
@@ -11,26 +13,15 @@ index chosen by :func:`retgen_engine.index.choose_spec` (IVF-Flat, IVF-PQ above
 ``pq_threshold``), trained automatically from the stored vectors and retrained when the store
 has grown by ``retrain_growth`` since the last training. Retraining keeps every int id.
 With compressed codes (PQ/SQ) the index proposes ``refine_factor * k`` candidates that are
-re-scored from a second, finer representation of each record (below).
+re-scored from a second, finer representation of each record: the raw vectors of a small
+store, or (once there are ``MIN_CODEC_TRAIN`` records and the index uses codes) the refine
+codes of :mod:`retgen_engine.refine`, after which no raw vector is kept. Search distances,
+:meth:`DocumentStore.vectors`, ``with_vectors``, MMR and energy reranking then use the
+reconstructed vectors. ``refine_codes=None`` keeps raw vectors at every size.
 
-Large stores hold no raw vectors. Small stores keep every vector (``vector_dtype``) and
-re-score exactly. Once the index uses compressed codes and there are at least
-``MIN_CODEC_TRAIN`` records, the store trains a *refine codec* (``refine_codes``; "auto" is
-``IVF1024,PQ{dim/4}``, see :func:`auto_refine_spec`: a 2-byte coarse centroid id plus one
-byte per 4 dimensions of residual, 98 B for MiniLM's 384), encodes every stored
-vector with it and drops the raw vectors; from then on each record costs its IVF-PQ code,
-its refine code and two int64 ids (``large_store_config`` with MiniLM: 24 + 98 + 16 B plus
-~1 B, against 1536 B for a float32 flat index). Candidates from the IVF-PQ (fast-scan)
-index are re-scored against the decoded refine codes (``sa_decode``, renormalized), so
-search distances, :meth:`DocumentStore.vectors`, ``with_vectors``, MMR and energy
-reranking use reconstructed vectors (cosine to the original ~0.99 for MiniLM; exact for
-small stores). The codec is trained once, on the raw vectors present when the store
-switches; later IVF retraining uses the decoded vectors. ``refine_codes=None`` keeps raw
-vectors at every size (the previous behaviour).
-
-Scores. One convention everywhere: vectors are L2-normalized, the faiss metric is L2, the
-distance ``d`` is squared L2 in [0, 4] and the relevance is ``1 - d / 4`` in [0, 1], higher
-is better (equal to ``(1 + cos) / 2``).
+Scores. One convention everywhere (:func:`~retgen_engine.docranking.relevance`): the
+distance ``d`` is squared L2 between unit vectors, in [0, 4]; the relevance is ``1 - d / 4``
+in [0, 1], higher is better.
 
 Filters (:mod:`retgen_engine.filters`) are evaluated on metadata to get the allowed int ids,
 which go into the faiss search as an ``IDSelectorBatch`` passed per call, so a filtered
@@ -41,32 +32,30 @@ it returns (a snapshot) so MMR, energy reranking and callers never see later mut
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import sqlite3
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from . import refine
 from .config import IndexConfig
+from .docranking import (energy_rerank, energy_scores, freq_prior, mmr_select, normalize_rows,
+                         relevance)
+from .docstore_io import (CODES_FORMAT_VERSION, FORMAT, FORMAT_VERSION, load_store,
+                          read_manifest, save_store)
 from .energy import EnergyModel
 from .filters import Filter, compile_filter
 from .index import FaissIndex, choose_spec
-from .store import atomic_write_text, sha256_file
+from .refine import (LARGE_REFINE_FACTOR, MIN_CODEC_TRAIN, auto_refine_spec, large_store_config,
+                     large_store_kwargs)
 
 log = logging.getLogger(__name__)
 
-FORMAT = "retgen-docstore"
-FORMAT_VERSION = 1          # raw vectors (vectors.npy)
-CODES_FORMAT_VERSION = 2    # refine codes (codes.npy + refine_codec.faiss), no raw vectors
-MIN_CODEC_TRAIN = 10_000    # records needed to train an 8-bit PQ refine codec (39 * 256)
 EXACT_SPEC = "IDMap2,Flat"
 VECTOR_DTYPES = ("float32", "float16")
 
@@ -91,130 +80,12 @@ class Hit:
     energy: Optional[float] = None
     weight: Optional[float] = None
 
-
-def relevance(distance: np.ndarray | float) -> np.ndarray | float:
-    """Squared L2 distance between unit vectors (in [0, 4]) -> relevance in [0, 1]."""
-    return np.clip(1.0 - np.asarray(distance, dtype=np.float64) / 4.0, 0.0, 1.0)
-
-
-def normalize_rows(vectors: Any, dim: Optional[int], what: str = "vectors") -> np.ndarray:
-    """float32 [n, dim] unit rows; clear errors for bad shapes, non-finite or zero vectors."""
-    v = np.asarray(vectors, dtype=np.float32)
-    if v.ndim == 1:
-        v = v[None, :]
-    if v.ndim != 2:
-        raise ValueError(f"{what} must be a 2-d array [n, dim], got shape {v.shape}")
-    if dim is not None and v.shape[1] != dim:
-        raise ValueError(f"embedding dimension mismatch: {what} have dimension {v.shape[1]}, "
-                         f"the store holds dimension {dim}")
-    if not np.all(np.isfinite(v)):
-        raise ValueError(f"{what} contain NaN or infinite values")
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    if np.any(norms == 0):
-        raise ValueError(f"{what} contain an all-zero vector, which has no direction")
-    return np.ascontiguousarray(v / norms, dtype=np.float32)
-
-
 def _check_ids(ids: Iterable[Any], what: str = "id") -> list[str]:
     out = list(ids)
     for i, x in enumerate(out):
         if not isinstance(x, str):
             raise TypeError(f"{what} {i} is {x!r} ({type(x).__name__}); ids must be strings")
     return out
-
-
-def mmr_select(query: np.ndarray, vectors: np.ndarray, k: int, lambda_mult: float) -> list[int]:
-    """Maximal marginal relevance over unit vectors: indices into ``vectors``, in pick order.
-
-    score(j) = lambda * cos(q, j) - (1 - lambda) * max_{s picked} cos(j, s).
-    """
-    if not 0.0 <= lambda_mult <= 1.0:
-        raise ValueError(f"lambda_mult={lambda_mult} must be in [0, 1]")
-    n = len(vectors)
-    if n == 0 or k <= 0:
-        return []
-    rel = vectors @ query
-    picked: list[int] = []
-    max_sim = np.full(n, -np.inf)
-    free = np.ones(n, dtype=bool)
-    for _ in range(min(k, n)):
-        red = np.where(np.isfinite(max_sim), max_sim, 0.0)
-        score = np.where(free, lambda_mult * rel - (1.0 - lambda_mult) * red, -np.inf)
-        j = int(np.argmax(score))
-        picked.append(j)
-        free[j] = False
-        max_sim = np.maximum(max_sim, vectors @ vectors[j])
-    return picked
-
-
-def energy_scores(query: np.ndarray, vectors: np.ndarray, model: Optional[EnergyModel] = None,
-                  tau: float = 0.5, freq: Optional[Sequence[float]] = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(energies [k], weights [k]) of candidate documents for one query.
-
-    Features are those of :class:`~retgen_engine.energy.EnergyModel`: similarity
-    ``-d / tau`` (d squared L2 between unit vectors), MMR-style redundancy (the largest cosine
-    to any earlier candidate, so the order of ``vectors`` matters: pass them best first) and
-    the log of a per-document frequency prior (1 when not given).
-    """
-    model = model or EnergyModel(w_sim=1.0, w_div=0.5, w_freq=0.0)
-    v = normalize_rows(vectors, None, "candidate vectors") if len(vectors) else \
-        np.zeros((0, len(query)), np.float32)
-    q = normalize_rows(query, v.shape[1] if len(v) else None, "query vector")[0]
-    d = np.clip(2.0 - 2.0 * (v @ q), 0.0, 4.0)[None, :]
-    valid = np.ones_like(d, dtype=bool)
-    f = None if freq is None else np.asarray(freq, dtype=np.float64)[None, :]
-    e = model.energies(d, valid, tau, f, v[None])
-    w = model.weights(d, valid, tau, f, v[None])
-    return e[0], w[0]
-
-
-def energy_rerank(query: np.ndarray, hits: list[Hit], model: Optional[EnergyModel] = None,
-                  tau: float = 0.5, freq_key: str = "freq") -> list[Hit]:
-    """Hits (with vectors) sorted by energy weight, each given ``energy`` and ``weight``."""
-    if not hits:
-        return []
-    if any(h.vector is None for h in hits):
-        raise ValueError("energy reranking needs the candidates' vectors (with_vectors=True)")
-    freq = [freq_prior(h.metadata, freq_key) for h in hits]
-    e, w = energy_scores(query, np.stack([h.vector for h in hits]), model, tau, freq)
-    for h, ei, wi in zip(hits, e, w):
-        h.energy, h.weight = float(ei), float(wi)
-    return [hits[i] for i in np.argsort(e, kind="stable")]
-
-
-def large_store_config(**overrides: Any) -> IndexConfig:
-    """The index configuration for large (10^5-10^7) MiniLM-size stores: exact below 20k,
-    IVF-Flat below 50k, then IVF-PQ 48x4-bit fast-scan codes (``refine_codes="auto"`` then
-    drops the raw vectors). Use with ``refine_factor=LARGE_REFINE_FACTOR``. Measured on 100k
-    real WikiText-2 MiniLM vectors (benchmarks/results/vectorstore.md): recall@10 0.805 vs
-    exact search, below the 0.9 target; finer refine codes or more candidates are still to be
-    tuned.
-    """
-    cfg = dict(exact_threshold=20_000, pq_threshold=50_000, pq_nsplits=48, fast_scan=True,
-               nprobe=32)
-    cfg.update(overrides)
-    return IndexConfig(**cfg)
-
-
-LARGE_REFINE_FACTOR = 8
-
-
-def auto_refine_spec(dim: int, n: int) -> str:
-    """The refine codec for ``n`` training vectors: ``IVF{L},PQ{m}``, a coarse quantizer with
-    ``L`` (<= 1024, >= 39 training points each) centroids plus an 8-bit PQ of the residual
-    with one sub-quantizer per 4 dimensions (or the closest divisor of ``dim``): 2 + dim/4
-    bytes. Residual PQ is markedly more accurate than plain PQ of the same size."""
-    m = max(1, dim // 4)
-    while dim % m:
-        m -= 1
-    lists = 1 << max(0, min(10, int(np.log2(max(1, n // 39)))))
-    return f"IVF{lists},PQ{m}"
-
-
-def freq_prior(md: Mapping[str, Any], key: str) -> float:
-    v = md.get(key, 1)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 1.0
 
 
 class DocumentStore:
@@ -419,21 +290,11 @@ class DocumentStore:
 
     def _to_codes(self, vecs: np.ndarray, cfg: IndexConfig) -> None:
         """Train the refine codec on ``vecs`` (the raw rows), encode them, drop the raw rows."""
-        import faiss
-
         spec = (auto_refine_spec(self.dim, len(vecs)) if self.refine_codes == "auto"
                 else self.refine_codes)
         t0 = time.perf_counter()
         try:
-            codec = faiss.index_factory(self.dim, spec, faiss.METRIC_L2)
-            if not codec.is_trained:
-                rng = np.random.default_rng(cfg.seed)
-                tn = min(len(vecs), cfg.train_size or len(vecs), 100_000)
-                codec.train(vecs[np.sort(rng.choice(len(vecs), tn, replace=False))]
-                            if tn < len(vecs) else vecs)
-            codes = np.empty((len(self._vecs), codec.sa_code_size()), dtype=np.uint8)
-            for s in range(0, len(vecs), 1 << 16):
-                codes[s:s + (1 << 16)] = codec.sa_encode(vecs[s:s + (1 << 16)])
+            codec, codes = refine.train_codec(vecs, spec, cfg.seed)
         except RuntimeError as e:
             log.warning("docstore: cannot train refine codec %s on %d vectors (%s); keeping "
                         "raw vectors", spec, len(vecs), str(e).splitlines()[0] if str(e) else e)
@@ -444,14 +305,8 @@ class DocumentStore:
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         """Unit float32 vectors reconstructed from refine codes."""
-        out = np.empty((len(codes), self.dim), dtype=np.float32)
-        for s in range(0, len(codes), 1 << 16):
-            out[s:s + (1 << 16)] = self._codec.sa_decode(
-                np.ascontiguousarray(codes[s:s + (1 << 16)]))
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms > 0, norms, 1.0)
+        return refine.decode(self._codec, codes, self.dim)
 
-    # -- reads -------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[Record]:
         """Records for ``ids`` in the same order; missing ids are skipped."""
         ids = _check_ids(ids)
@@ -569,129 +424,16 @@ class DocumentStore:
         return energy_rerank(q, hits, model, tau, freq_key)[:k]
 
     # -- persistence -------------------------------------------------------------------
+
+    # -- persistence (retgen_engine.docstore_io) ---------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
         """Write the store to directory ``path`` (temp dir, then rename; replaces a store)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and not _is_replaceable(path):
-            raise FileExistsError(f"{str(path)!r} exists and is not a RETGEN docstore; "
-                                  "refusing to replace it")
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir()
-        try:
-            with self._lock:
-                self._compact()
-                manifest = self._write_files(tmp)
-            atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2))
-            old = None
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-                os.rename(path, old)
-            os.rename(tmp, path)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log.info("docstore: saved %d records to %s", len(self), path)
-        return path
-
-    def _write_files(self, d: Path) -> dict:
-        import faiss
-
-        n = self._nrows
-        codec = None
-        if self._codec is not None:  # large store: refine codes, never raw vectors
-            np.save(d / "codes.npy", self._vecs[:n], allow_pickle=False)
-            faiss.write_index(self._codec, str(d / "refine_codec.faiss"))
-            codec = {"file": "refine_codec.faiss", "spec": self._codec_spec,
-                     "codes": "codes.npy"}
-        else:
-            np.save(d / "vectors.npy", self._vecs[:n], allow_pickle=False)
-        np.save(d / "int_ids.npy", self._row_ids[:n], allow_pickle=False)
-        _write_sqlite(d / "docs.sqlite", self._records)
-        index = None
-        if self._index is not None:
-            self._index.save(d / "index.faiss")
-            index = {"file": "index.faiss", "spec": self._index.spec,
-                     "default_nprobe": self._index.default_nprobe, "trained_n": self._trained_n}
-        files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                 for p in sorted(d.iterdir())}
-        version = CODES_FORMAT_VERSION if codec is not None else FORMAT_VERSION
-        return {"format": FORMAT, "format_version": version, "dim": self.dim,
-                "count": len(self._records), "next_id": self._next_id,
-                "vector_dtype": self.vector_dtype, "refine_factor": self.refine_factor,
-                "retrain_growth": self.retrain_growth, "refine_codes": self.refine_codes,
-                "refine_codec": codec,
-                "index_config": self.index_config.model_dump(), "index": index,
-                "files": files, "extra": self.extra, "saved_at": time.time()}
+        return save_store(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, verify: bool = True) -> "DocumentStore":
-        path = Path(path)
-        m = read_manifest(path)
-        if verify:
-            for name, info in m["files"].items():
-                if sha256_file(path / name) != info["sha256"]:
-                    raise ValueError(f"docstore file {str(path / name)!r} does not match its "
-                                     "checksum in manifest.json (corrupt or modified)")
-        s = cls(m["dim"], IndexConfig(**m["index_config"]), m["vector_dtype"],
-                m["refine_factor"], m["retrain_growth"], m.get("refine_codes", "auto"))
-        s.extra = dict(m.get("extra") or {})
-        codec = m.get("refine_codec")
-        if codec is not None:
-            import faiss
-
-            s._codec = faiss.read_index(str(path / codec["file"]))
-            s._codec_spec = codec["spec"]
-            s._vecs = np.load(path / codec["codes"], allow_pickle=False)
-            if s._vecs.dtype != np.uint8 or s._vecs.shape[1:] != (s._codec.sa_code_size(),):
-                raise ValueError(f"docstore at {str(path)!r}: refine codes have shape "
-                                 f"{s._vecs.shape} ({s._vecs.dtype}), expected uint8 rows of "
-                                 f"{s._codec.sa_code_size()} bytes")
-        else:
-            s._vecs = np.load(path / "vectors.npy", allow_pickle=False)
-        s._row_ids = np.load(path / "int_ids.npy", allow_pickle=False).astype(np.int64)
-        s._nrows = len(s._row_ids)
-        s._alive = np.ones(s._nrows, dtype=bool)
-        s._records = _read_sqlite(path / "docs.sqlite")
-        s._id_map = {r.id: iid for iid, r in s._records.items()}
-        s._next_id = int(m["next_id"])
-        if m["index"] is not None:
-            ix = m["index"]
-            s._index = FaissIndex.load(path / ix["file"], ix["spec"], ix["default_nprobe"],
-                                       mmap=False)
-            s._trained_n = int(ix["trained_n"])
-        ntot = s._index.ntotal if s._index is not None else 0
-        if not (len(s._records) == s._nrows == ntot == m["count"]):
-            raise ValueError(f"docstore at {str(path)!r} is inconsistent: {len(s._records)} "
-                             f"records, {s._nrows} vectors, {ntot} indexed, manifest says "
-                             f"{m['count']}")
-        return s
-
-
-def read_manifest(path: Path) -> dict:
-    mf = Path(path) / "manifest.json"
-    if not mf.is_file():
-        raise FileNotFoundError(f"no docstore at {str(path)!r} (manifest.json is missing)")
-    m = json.loads(mf.read_text(encoding="utf-8"))
-    if m.get("format") != FORMAT:
-        raise ValueError(f"{str(mf)!r} is not a RETGEN docstore manifest "
-                         f"(format={m.get('format')!r})")
-    if m.get("format_version") not in (FORMAT_VERSION, CODES_FORMAT_VERSION):
-        raise ValueError(f"docstore format version {m.get('format_version')!r} is not supported "
-                         f"(this version reads {FORMAT_VERSION} and {CODES_FORMAT_VERSION})")
-    return m
-
-
-def _is_replaceable(path: Path) -> bool:
-    if path.is_dir() and not any(path.iterdir()):
-        return True
-    try:
-        read_manifest(path)
-        return True
-    except (OSError, ValueError):
-        return False
+        """Read a store written by :meth:`save`; checksums are verified unless ``verify=False``."""
+        return load_store(cls, path, verify)
 
 
 def _has_codes(spec: str) -> bool:
@@ -704,37 +446,7 @@ def _grow(a: np.ndarray, cap: int) -> np.ndarray:
     return out
 
 
-def _json_metadata(rec: Record) -> str:
-    try:
-        return json.dumps(rec.metadata, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"metadata of record {rec.id!r} is not JSON-serializable ({e}); "
-                         "only JSON values (str, number, bool, None, list, dict) can be saved"
-                         ) from None
-
-
-def _write_sqlite(path: Path, records: Mapping[int, Record]) -> None:
-    con = sqlite3.connect(path)
-    try:
-        con.execute("CREATE TABLE docs (iid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
-                    "text TEXT NOT NULL, metadata TEXT NOT NULL)")
-        con.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)",
-                        ((iid, r.id, r.text, _json_metadata(r)) for iid, r in records.items()))
-        con.commit()
-    finally:
-        con.close()
-
-
-def _read_sqlite(path: Path) -> dict[int, Record]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = con.execute("SELECT iid, id, text, metadata FROM docs ORDER BY iid").fetchall()
-    finally:
-        con.close()
-    return {int(iid): Record(sid, text, json.loads(md)) for iid, sid, text, md in rows}
-
-
 __all__ = ["DocumentStore", "Record", "Hit", "relevance", "mmr_select", "energy_scores",
            "energy_rerank", "freq_prior", "normalize_rows", "read_manifest", "large_store_config",
-           "auto_refine_spec", "LARGE_REFINE_FACTOR", "MIN_CODEC_TRAIN", "FORMAT", "FORMAT_VERSION",
-           "CODES_FORMAT_VERSION"]
+           "large_store_kwargs", "auto_refine_spec", "LARGE_REFINE_FACTOR", "MIN_CODEC_TRAIN",
+           "FORMAT", "FORMAT_VERSION", "CODES_FORMAT_VERSION", "EnergyModel"]

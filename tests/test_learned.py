@@ -8,7 +8,7 @@ import torch
 
 from retgen_engine import RetgenEngine
 from retgen_engine.heldout import build_training_data
-from retgen_engine.policy import RetrievalPolicy, fit_policy
+from retgen_engine.policy import RetrievalPolicy, fit_policy, reward_table
 from retgen_engine.reranker import EnergyReranker, fit_reranker
 from retgen_engine.training import p_ret_table, train
 
@@ -58,13 +58,32 @@ def test_reranker_gradients_flow_and_training_lowers_loss(data):
     assert m.lam_logit.grad is not None and m.lam_logit.grad != 0
 
 
-def test_policy_training_improves_reward(data):
+@pytest.mark.parametrize("method", ["exact", "reinforce"])
+def test_policy_training_improves_reward(data, method):
     pol = RetrievalPolicy(data["x"].shape[1], 16, (4, 8, 16), (0.02, 0.05, 0.2), (0.0, 0.1, 0.3))
     table = p_ret_table(EnergyReranker(0.05).energy_model(), data, pol.k_choices, pol.tau_choices)
-    rep = fit_policy(data["x"], data["log_base"], table, pol, steps=150, progress=False)
+    rep = fit_policy(data["x"], data["log_base"], table, pol, steps=150, progress=False,
+                     method=method, eval_every=10)
     assert rep["train_neg_reward_last"] < rep["train_neg_reward_first"]
     grads = [p.grad for p in pol.parameters()]
     assert all(g is not None for g in grads)
+    # the kept weights are the best seen on the validation part, never worse than the start
+    assert rep["val_nll_after"] <= rep["val_nll_before"] + 1e-9
+    assert rep["method"] == method and set(rep["best_fixed"]) == {"k", "temperature", "lam"}
+
+
+def test_policy_reward_table_matches_the_mixture():
+    pol = RetrievalPolicy(4, 8, (2, 4), (0.1,), (0.0, 0.5))
+    log_base = np.log(np.array([0.2, 0.01]))
+    p_ret = np.array([[[0.6], [0.0]], [[0.3], [0.3]]])
+    r, lp = reward_table(log_base, p_ret, pol, cost=0.01)
+    assert lp.shape == (2, 2, 1, 2)
+    np.testing.assert_allclose(lp[0, 0, 0], np.log([0.2, 0.5 * 0.2 + 0.5 * 0.6]))
+    np.testing.assert_allclose(lp[0, 1, 0, 1], np.log(0.5 * 0.2))  # nothing retrieved
+    np.testing.assert_allclose(r[1, 1, 0, 1], lp[1, 1, 0, 1] - 0.01 * (1 + 4 / 4))
+    np.testing.assert_allclose(r[:, :, :, 0], lp[:, :, :, 0])  # no retrieval, no cost
+    with pytest.raises(ValueError, match="method='sgd'; allowed"):
+        fit_policy(np.zeros((8, 4)), np.zeros(8), np.zeros((8, 2, 1)), pol, method="sgd")
 
 
 def test_round_trip_is_exact(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 
 from retgen_engine.config import IndexConfig
 from retgen_engine.docstore import (CODES_FORMAT_VERSION, DocumentStore, auto_refine_spec,
-                                    large_store_config)
+                                    large_store_config, large_store_kwargs)
 
 DIM, N, K = 64, 12_000, 10
 
@@ -111,6 +111,22 @@ def test_small_stores_stay_exact_and_raw_codes_can_be_disabled():
 def test_large_store_config_fits_minilm():
     cfg = large_store_config()
     assert cfg.fast_scan and 384 % cfg.pq_nsplits == 0
-    assert auto_refine_spec(384, 80_000) == "IVF1024,PQ96" and auto_refine_spec(30, 500) == "IVF8,PQ6"
+    assert auto_refine_spec(384, 80_000) == "IVF1024,PQ128" and auto_refine_spec(30, 500) == "IVF8,PQ10"
+    assert auto_refine_spec(64, 12_000) == "IVF256,PQ16"  # 64/3 is no divisor: the next below
+    kw = large_store_kwargs("balanced")
+    assert kw["refine_codes"] == "SQ8" and kw["index_config"].nprobe == 64
+    assert large_store_kwargs()["refine_codes"] == "auto"
+    with pytest.raises(ValueError, match="profile='tiny'; allowed: compact, balanced"):
+        large_store_kwargs("tiny")
     with pytest.raises(ValueError, match="refine_codes"):
         DocumentStore(refine_codes="")
+
+
+def test_balanced_profile_sq8_codes_rescore_closer_to_exact(large):
+    s, base, queries = large
+    b = DocumentStore(index_config=_cfg(), refine_factor=8, refine_codes="SQ8")
+    for i in range(0, N, 3000):  # retrains at 3k, 6k, 12k: codes from 12k (MIN_CODEC_TRAIN)
+        b.upsert([f"d{j}" for j in range(i, i + 3000)], ["t"] * 3000, base[i:i + 3000])
+    assert b.compressed and b.refine_spec == "SQ8" and b._vecs.shape[1] == DIM  # 1 B/dim
+    assert _recall(b, base, queries) >= max(0.95, _recall(s, base, queries))
+    assert np.all(np.sum(b.vectors(["d3"]) * base[3], axis=1) > 0.999)
