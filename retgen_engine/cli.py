@@ -109,12 +109,14 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     eng = RetgenEngine.load(a.model)
     rep = train(eng, reranker=not a.policy_only, policy=not a.reranker_only, seed=a.seed,
-                max_queries=a.queries, fraction=a.fraction, progress=not a.quiet)
+                max_queries=a.queries, fraction=a.fraction, progress=not a.quiet,
+                policy_method=a.policy_method, cost=a.retrieval_cost)
     summary = {"queries": rep["queries"], "seconds": round(rep["seconds"], 1),
                "backoff_nll": rep["backoff_nll"], "fixed": rep["fixed"]}
     for part in ("reranker", "policy"):
         if part in rep:
-            summary[part] = {k: rep[part][k] for k in ("val_nll_before", "val_nll_after")}
+            summary[part] = {k: rep[part][k] for k in ("val_nll_before", "val_nll_after",
+                                                       "val_nll_best_fixed") if k in rep[part]}
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -211,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--queries", type=int, default=20000, help="held-out training queries")
     t.add_argument("--fraction", type=float, default=0.02,
                    help="share of the training corpus held out for them")
+    t.add_argument("--policy-method", choices=("exact", "reinforce"), default="exact",
+                   help="policy gradient: exact expectation over the actions, or REINFORCE")
+    t.add_argument("--retrieval-cost", type=float, default=0.002,
+                   help="reward cost (nats) of one retrieval, scaled by 1 + k/k_max")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 

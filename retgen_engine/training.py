@@ -54,6 +54,7 @@ def best_fixed(data: dict, energy: EnergyModel, k_choices, tau_choices, lam_choi
 def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
           max_queries: int = 20000, fraction: float = 0.02, reranker_steps: int = 300,
           policy_steps: int = 1500, cost: float = 0.002, progress: bool = True,
+          policy_method: str = "exact",
           model_dir: Optional[str | Path] = None) -> dict:
     if not (reranker or policy):
         raise ValueError("nothing to train: enable the reranker, the policy or both")
@@ -85,7 +86,8 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
                               lam_choices)
         table = p_ret_table(energy, data, pol.k_choices, pol.tau_choices)
         report["policy"] = fit_policy(data["x"], data["log_base"], table, pol, cost=cost,
-                                      steps=policy_steps, seed=seed, progress=progress)
+                                      steps=policy_steps, seed=seed, progress=progress,
+                                      method=policy_method)
         pol.save(model_dir / "policy")
         subdirs.append("policy")
     report["seconds"] = time.perf_counter() - t0

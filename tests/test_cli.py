@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 
 from retgen_engine.cli import main
 
@@ -42,3 +44,21 @@ def test_errors_are_clear(tmp_path, capsys, tiny_model_dir):
     bad.write_text('{"retrieval": {"k": 0}}')
     assert main(["build", "--corpus", "x", "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
     assert "k" in capsys.readouterr().err
+
+
+def test_train_command_picks_part_and_method(tmp_path, capsys, tiny_model_dir):
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    assert main(["train", "--model", str(model), "--policy-only", "--policy-method", "reinforce",
+                 "--queries", "600", "--fraction", "0.1", "--quiet"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert "policy" in rep and "reranker" not in rep
+    assert rep["policy"]["val_nll_after"] <= rep["policy"]["val_nll_before"] + 1e-9
+    assert (model / "policy" / "model.safetensors").is_file()
+    assert main(["info", "--model", str(model), "--verify"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--model", str(model), "--policy-method", "sgd"])
+    assert e.value.code == 2 and "invalid choice: 'sgd'" in capsys.readouterr().err
