@@ -115,8 +115,9 @@ def cmd_train(a: argparse.Namespace) -> int:
                "backoff_nll": rep["backoff_nll"], "fixed": rep["fixed"]}
     for part in ("reranker", "policy"):
         if part in rep:
-            summary[part] = {k: rep[part][k] for k in ("val_nll_before", "val_nll_after",
-                                                       "val_nll_best_fixed") if k in rep[part]}
+            summary[part] = {k: rep[part][k] for k in (
+                "val_nll_before", "val_nll_after", "val_nll_best_fixed", "val_reward_before",
+                "val_reward_after") if k in rep[part]}
     print(json.dumps(summary, indent=2))
     return 0
 

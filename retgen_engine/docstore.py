@@ -449,4 +449,4 @@ def _grow(a: np.ndarray, cap: int) -> np.ndarray:
 __all__ = ["DocumentStore", "Record", "Hit", "relevance", "mmr_select", "energy_scores",
            "energy_rerank", "freq_prior", "normalize_rows", "read_manifest", "large_store_config",
            "large_store_kwargs", "auto_refine_spec", "LARGE_REFINE_FACTOR", "MIN_CODEC_TRAIN",
-           "FORMAT", "FORMAT_VERSION", "CODES_FORMAT_VERSION", "EnergyModel"]
+           "FORMAT", "FORMAT_VERSION", "CODES_FORMAT_VERSION"]

@@ -165,6 +165,7 @@ def fit_policy(x: np.ndarray, log_base: np.ndarray, p_ret: np.ndarray, policy: R
     policy.eval()
     after = greedy(vi)
     rep = {"method": method, "val_nll_before": before[1], "val_nll_after": after[1],
+           "val_reward_before": before[0], "val_reward_after": after[0],
            "val_nll_no_retrieval": float(-LBASE[vi].mean()),
            "val_nll_best_fixed": float(-LP[vi, ik_f, it_f, il_f].mean()),
            "best_fixed": {"k": policy.k_choices[ik_f], "temperature": policy.tau_choices[it_f],
