@@ -13,8 +13,8 @@ results/vectorstore.json and results/vectorstore.md.
     python benchmarks/vectorstore.py --sizes 100000 1000000  # 100k real; 1M synthetic-from-real
     python benchmarks/vectorstore.py --smoke                 # 2000 vectors, seconds
 
-The retgen store runs once per profile (--profiles compact balanced, see
-retgen_engine.refine.large_store_kwargs).
+The retgen store runs once per profile (--profiles, default all of
+retgen_engine.refine.PROFILES; see retgen_engine.refine.large_store_kwargs).
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ import numpy as np
 
 from retgen_engine import load_encoder
 from retgen_engine.docstore import DocumentStore, large_store_kwargs
+from retgen_engine.refine import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "data" / "wikitext2_sample.tokens"
@@ -152,8 +153,12 @@ def bench_retgen(vecs, texts, queries, truth, profile: str, kwargs: dict, batch=
         s.upsert([str(i) for i in range(b, b + len(vecs[b:b + batch]))], texts[b:b + batch],
                  vecs[b:b + batch])
     add_s = time.perf_counter() - t0
-    spec = s.spec + (f" + refine {s.refine_spec} codes (no raw vectors)" if s.compressed
-                     else " + float32 vectors")
+    if s._in_index:
+        spec = (s.spec + f" codes only in the index (no raw vectors); ADC top {s.refine_factor}k"
+                " re-scored from the decoded codes")
+    else:
+        spec = s.spec + (f" + refine {s.refine_spec} codes (no raw vectors)" if s.compressed
+                         else " + float32 vectors")
     res = {"store": f"retgen DocumentStore ({profile})", "spec": spec,
            "add_per_s": round(len(vecs) / add_s), "index_bytes": s.nbytes(),
            "rss_delta_bytes": rss_bytes() - r0, "refine_factor": s.refine_factor,
@@ -246,7 +251,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=WIKITEXT if WIKITEXT.is_file() else DATA)
     ap.add_argument("--cache", type=Path, default=Path("/tmp/retgen_cache"),
                     help="where encoded vectors are cached (.npy)")
-    ap.add_argument("--profiles", nargs="+", default=["compact", "balanced"],
+    ap.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=PROFILES,
                     help="retgen large-store profiles (retgen_engine.refine.large_store_kwargs)")
     ap.add_argument("--refine-factor", type=int, default=None)
     ap.add_argument("--nprobe", type=int, default=None)

@@ -75,6 +75,9 @@ class IndexConfig(BaseModel):
     pq_nbits: int = Field(8, ge=1, le=16)
     #: use faiss' 4-bit fast-scan IVF-PQ codes ("IVF..,PQ{m}x4fs"); forces pq_nbits=4.
     fast_scan: bool = False
+    #: IVF-PQ (L2, residual codes): keep faiss' precomputed distance table in RAM (nlist * M *
+    #: 2^nbits floats, rebuilt on load; faster search). Counted by ``FaissIndex.nbytes()``.
+    precomputed_table: bool = True
     #: vectors used to train IVF/PQ (sampled); None = faiss' own default cap.
     train_size: Optional[int] = Field(200_000, ge=1)
     seed: int = 1234

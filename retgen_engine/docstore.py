@@ -19,6 +19,15 @@ codes of :mod:`retgen_engine.refine`, after which no raw vector is kept. Search 
 :meth:`DocumentStore.vectors`, ``with_vectors``, MMR and energy reranking then use the
 reconstructed vectors. ``refine_codes=None`` keeps raw vectors at every size.
 
+``refine_codes="index"`` keeps one representation only: once the index uses codes (and there
+are ``MIN_CODEC_TRAIN`` records) it is built with ``nlist`` sized for 16-fold growth
+(:func:`~retgen_engine.refine.in_index_nlist`), the raw vectors are dropped, and the index's
+own codes (8-bit residual PQ scored by ADC) rank the candidates; with ``refine_factor > 1`` the
+best ``refine_factor * k`` are re-scored from their decoded, renormalized codes (the same
+bytes; renormalizing removes the norm error of the decoded vector). Vectors are decoded via
+each record's IVF list number. Such an index is trained once and never retrained
+(re-encoding decoded vectors would compound their error).
+
 Scores. One convention everywhere (:func:`~retgen_engine.docranking.relevance`): the
 distance ``d`` is squared L2 between unit vectors, in [0, 4]; the relevance is ``1 - d / 4``
 in [0, 1], higher is better.
@@ -46,13 +55,13 @@ from . import refine
 from .config import IndexConfig
 from .docranking import (energy_rerank, energy_scores, freq_prior, mmr_select, normalize_rows,
                          relevance)
-from .docstore_io import (CODES_FORMAT_VERSION, FORMAT, FORMAT_VERSION, load_store,
-                          read_manifest, save_store)
+from .docstore_io import (CODES_FORMAT_VERSION, FORMAT, FORMAT_VERSION, IN_INDEX_FORMAT_VERSION,
+                          load_store, read_manifest, save_store)
 from .energy import EnergyModel
 from .filters import Filter, compile_filter
 from .index import FaissIndex, choose_spec
-from .refine import (LARGE_REFINE_FACTOR, MIN_CODEC_TRAIN, auto_refine_spec, large_store_config,
-                     large_store_kwargs)
+from .refine import (LARGE_REFINE_FACTOR, MIN_CODEC_TRAIN, auto_refine_spec, in_index_nlist,
+                     large_store_config, large_store_kwargs)
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +112,9 @@ class DocumentStore:
         if retrain_growth <= 1.0:
             raise ValueError(f"retrain_growth={retrain_growth} must be > 1")
         if refine_codes is not None and (not isinstance(refine_codes, str) or not refine_codes):
-            raise ValueError(f"refine_codes={refine_codes!r} must be 'auto', a faiss "
-                             "index_factory string (e.g. 'PQ96') or None (keep raw vectors)")
+            raise ValueError(f"refine_codes={refine_codes!r} must be 'auto', 'index' (the "
+                             "index's codes only), a faiss index_factory string (e.g. 'PQ96') "
+                             "or None (keep raw vectors)")
         self.dim = dim
         self.index_config = index_config or IndexConfig()
         self.vector_dtype = vector_dtype
@@ -113,11 +123,14 @@ class DocumentStore:
         self.refine_codes = refine_codes
         self._codec = None          # trained faiss codec once raw vectors are dropped
         self._codec_spec: Optional[str] = None
+        self._in_index = False      # refine_codes="index" after compression: _vecs = list nos
+        self._growth_warned = False
         self.extra: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._next_id = 0
         self._id_map: dict[str, int] = {}
         self._records: dict[int, Record] = {}
+        # per row: the raw vector, its refine code, or (in-index codes) its IVF list number
         self._vecs = np.zeros((0, dim or 0), dtype=vector_dtype)
         self._row_ids = np.zeros(0, dtype=np.int64)   # int id of each row, ascending
         self._alive = np.zeros(0, dtype=bool)
@@ -142,8 +155,8 @@ class DocumentStore:
 
     @property
     def compressed(self) -> bool:
-        """True once raw vectors were replaced by refine codes (large stores)."""
-        return self._codec is not None
+        """True once raw vectors were replaced by refine codes or in-index codes."""
+        return self._codec is not None or self._in_index
 
     @property
     def refine_spec(self) -> Optional[str]:
@@ -222,6 +235,7 @@ class DocumentStore:
             self._trained_n = 0
             self._codec = None
             self._codec_spec = None
+            self._in_index = False
 
     def _remove_int_ids(self, iids: list[int]) -> None:
         if not iids:
@@ -242,7 +256,10 @@ class DocumentStore:
             self._vecs = _grow(self._vecs, cap)
             self._row_ids = _grow(self._row_ids, cap)
             self._alive = _grow(self._alive, cap)
-        self._vecs[self._nrows:need] = self._codec.sa_encode(v) if self._codec else v
+        if self._in_index:
+            self._vecs[self._nrows:need] = self._index.assign(v)
+        else:
+            self._vecs[self._nrows:need] = self._codec.sa_encode(v) if self._codec else v
         self._row_ids[self._nrows:need] = iids
         self._alive[self._nrows:need] = True
         self._nrows = need
@@ -267,6 +284,13 @@ class DocumentStore:
     def _maybe_retrain(self) -> None:
         """Train at ``exact_threshold`` records, retrain after growing ``retrain_growth``-fold."""
         n = len(self._records)
+        if self._in_index:  # trained once (module docstring); say when lists grow too long
+            if not self._growth_warned and n >= refine.IN_INDEX_GROWTH * self._trained_n:
+                log.warning("docstore: %d records, %dx the %d its in-index codes were trained "
+                            "on; searches slow down as IVF lists grow: rebuild the store from "
+                            "raw vectors to retrain", n, n // self._trained_n, self._trained_n)
+                self._growth_warned = True
+            return
         if n >= self.index_config.exact_threshold and n >= self.retrain_growth * self._trained_n:
             self._rebuild(self.index_config)
 
@@ -278,6 +302,8 @@ class DocumentStore:
             vecs = self._vecs[:n].astype(np.float32)
             if (self.refine_codes is not None and n >= MIN_CODEC_TRAIN
                     and _has_codes(choose_spec(n, self.dim, cfg))):
+                if self.refine_codes == "index":
+                    return self._to_index_codes(vecs, cfg, t0)
                 self._to_codes(vecs, cfg)
         else:  # no raw vectors left: train and fill the index from the decoded refine codes
             vecs = self._decode(self._vecs[:n])
@@ -302,6 +328,20 @@ class DocumentStore:
         self._codec, self._codec_spec, self._vecs = codec, spec, codes
         log.info("docstore: %d raw vectors replaced by %s refine codes (%d B each) in %.2fs",
                  len(vecs), spec, codes.shape[1], time.perf_counter() - t0)
+
+    def _to_index_codes(self, vecs: np.ndarray, cfg: IndexConfig, t0: float) -> None:
+        """Build the final index (nlist with growth headroom) and drop the raw rows."""
+        n = len(vecs)
+        cfg = cfg.model_copy(update={"nlist": cfg.nlist or in_index_nlist(n)})
+        index = FaissIndex.build(vecs, self._row_ids[:n], cfg)
+        if not index.nlist or not _has_codes(index.spec):  # training fell back: keep raw rows
+            self._index, self._trained_n = index, n
+            return
+        lists = index.assign(vecs)
+        self._vecs = lists.astype(np.uint16 if index.nlist <= 1 << 16 else np.int32)
+        self._index, self._trained_n, self._in_index = index, n, True
+        log.info("docstore: %d raw vectors replaced by in-index %s codes in %.2fs "
+                 "(trained once)", n, index.spec, time.perf_counter() - t0)
 
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         """Unit float32 vectors reconstructed from refine codes."""
@@ -338,6 +378,8 @@ class DocumentStore:
 
     def _rows_of(self, iids: np.ndarray) -> np.ndarray:
         rows = np.searchsorted(self._row_ids[:self._nrows], iids)
+        if self._in_index:
+            return _unit(self._index.reconstruct_from_lists(iids, self._vecs[rows]))
         if self._codec is not None:
             return self._decode(self._vecs[rows])
         return self._vecs[rows].astype(np.float32)
@@ -361,12 +403,20 @@ class DocumentStore:
             if allowed is not None and len(allowed) == 0:
                 return []
             n_cand = len(allowed) if allowed is not None else len(self._records)
-            refine = self._index.spec != EXACT_SPEC and _has_codes(self._index.spec)
+            refine = (self.refine_factor > 1 if self._in_index else
+                      self._index.spec != EXACT_SPEC and _has_codes(self._index.spec))
             kk = min(n_cand, k * self.refine_factor if refine else k)
-            D, I = self._faiss_search(q, kk, allowed, nprobe)
+            need_vecs = refine or with_vectors
+            if self._in_index and need_vecs and allowed is None:  # decoded by faiss, in C++
+                D, I, R = self._index.search_and_reconstruct(q, kk, nprobe)
+                D, I, R = D[0], I[0], _unit(R[0][I[0] >= 0])
+            else:
+                D, I = self._faiss_search(q, kk, allowed, nprobe)
+                R = None
             keep = I >= 0
-            iids, dists = I[keep], D[keep]
-            vecs = self._rows_of(iids) if (refine or with_vectors) and len(iids) else None
+            iids, dists = I[keep], np.clip(D[keep], 0.0, 4.0)
+            vecs = (R if R is not None else self._rows_of(iids)) if need_vecs and len(iids) \
+                else None
             if refine and len(iids):
                 dists = np.clip(2.0 - 2.0 * (vecs @ q[0]), 0.0, 4.0)
                 order = np.argsort(dists, kind="stable")[:k]
@@ -440,6 +490,12 @@ def _has_codes(spec: str) -> bool:
     return any(t in spec for t in ("PQ", "SQ", "LSH", "RQ"))
 
 
+def _unit(v: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (decoded codes; an all-zero row stays zero)."""
+    n = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.ascontiguousarray(v / np.where(n > 0, n, 1.0), dtype=np.float32)
+
+
 def _grow(a: np.ndarray, cap: int) -> np.ndarray:
     out = np.zeros((cap,) + a.shape[1:], dtype=a.dtype)
     out[:len(a)] = a
@@ -449,4 +505,4 @@ def _grow(a: np.ndarray, cap: int) -> np.ndarray:
 __all__ = ["DocumentStore", "Record", "Hit", "relevance", "mmr_select", "energy_scores",
            "energy_rerank", "freq_prior", "normalize_rows", "read_manifest", "large_store_config",
            "large_store_kwargs", "auto_refine_spec", "LARGE_REFINE_FACTOR", "MIN_CODEC_TRAIN",
-           "FORMAT", "FORMAT_VERSION", "CODES_FORMAT_VERSION"]
+           "FORMAT", "FORMAT_VERSION", "CODES_FORMAT_VERSION", "IN_INDEX_FORMAT_VERSION"]

@@ -1,6 +1,6 @@
 """Persistence of a :class:`~retgen_engine.docstore.DocumentStore`: a directory with the faiss
-index, the vectors (``vectors.npy``) or refine codes (``codes.npy`` + ``refine_codec.faiss``),
-the int ids, the records in SQLite and a versioned ``manifest.json`` holding every file's
+index, the vectors (``vectors.npy``), refine codes (``codes.npy`` + ``refine_codec.faiss``) or,
+with in-index codes, each record's IVF list number (``lists.npy``), the int ids, the records in SQLite and a versioned ``manifest.json`` holding every file's
 sha256. Written to a temp directory and renamed into place; never pickled.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Mapping
 import numpy as np
 
 from .config import IndexConfig
-from .index import FaissIndex
+from .index import FaissIndex, drop_precomputed_table
 from .store import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 FORMAT = "retgen-docstore"
 FORMAT_VERSION = 1          # raw vectors (vectors.npy)
 CODES_FORMAT_VERSION = 2    # refine codes (codes.npy + refine_codec.faiss), no raw vectors
+IN_INDEX_FORMAT_VERSION = 3  # codes only in index.faiss (+ lists.npy), no raw vectors
+VERSIONS = (FORMAT_VERSION, CODES_FORMAT_VERSION, IN_INDEX_FORMAT_VERSION)
 
 
 def save_store(store, path: str | os.PathLike) -> Path:
@@ -66,6 +68,8 @@ def _write_files(store, d: Path) -> dict:
         faiss.write_index(store._codec, str(d / "refine_codec.faiss"))
         codec = {"file": "refine_codec.faiss", "spec": store._codec_spec,
                  "codes": "codes.npy"}
+    elif store._in_index:  # the index holds the only codes; rows hold their IVF list number
+        np.save(d / "lists.npy", store._vecs[:n], allow_pickle=False)
     else:
         np.save(d / "vectors.npy", store._vecs[:n], allow_pickle=False)
     np.save(d / "int_ids.npy", store._row_ids[:n], allow_pickle=False)
@@ -77,12 +81,13 @@ def _write_files(store, d: Path) -> dict:
                  "default_nprobe": store._index.default_nprobe, "trained_n": store._trained_n}
     files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(d.iterdir())}
-    version = CODES_FORMAT_VERSION if codec is not None else FORMAT_VERSION
+    version = (CODES_FORMAT_VERSION if codec is not None else
+               IN_INDEX_FORMAT_VERSION if store._in_index else FORMAT_VERSION)
     return {"format": FORMAT, "format_version": version, "dim": store.dim,
             "count": len(store._records), "next_id": store._next_id,
             "vector_dtype": store.vector_dtype, "refine_factor": store.refine_factor,
             "retrain_growth": store.retrain_growth, "refine_codes": store.refine_codes,
-            "refine_codec": codec,
+            "refine_codec": codec, "in_index_codes": bool(store._in_index),
             "index_config": store.index_config.model_dump(), "index": index,
             "files": files, "extra": store.extra, "saved_at": time.time()}
 
@@ -104,12 +109,19 @@ def load_store(cls, path: str | os.PathLike, verify: bool = True):
         import faiss
 
         s._codec = faiss.read_index(str(path / codec["file"]))
+        drop_precomputed_table(s._codec)
         s._codec_spec = codec["spec"]
         s._vecs = np.load(path / codec["codes"], allow_pickle=False)
         if s._vecs.dtype != np.uint8 or s._vecs.shape[1:] != (s._codec.sa_code_size(),):
             raise ValueError(f"docstore at {str(path)!r}: refine codes have shape "
                              f"{s._vecs.shape} ({s._vecs.dtype}), expected uint8 rows of "
                              f"{s._codec.sa_code_size()} bytes")
+    elif m.get("in_index_codes"):
+        s._in_index = True
+        s._vecs = np.load(path / "lists.npy", allow_pickle=False)
+        if s._vecs.ndim != 1 or s._vecs.dtype.kind not in "iu":
+            raise ValueError(f"docstore at {str(path)!r}: lists.npy has shape {s._vecs.shape} "
+                             f"({s._vecs.dtype}), expected one integer list number per record")
     else:
         s._vecs = np.load(path / "vectors.npy", allow_pickle=False)
     s._row_ids = np.load(path / "int_ids.npy", allow_pickle=False).astype(np.int64)
@@ -121,7 +133,8 @@ def load_store(cls, path: str | os.PathLike, verify: bool = True):
     if m["index"] is not None:
         ix = m["index"]
         s._index = FaissIndex.load(path / ix["file"], ix["spec"], ix["default_nprobe"],
-                                   mmap=False)
+                                   mmap=False,
+                                   precomputed_table=s.index_config.precomputed_table)
         s._trained_n = int(ix["trained_n"])
     ntot = s._index.ntotal if s._index is not None else 0
     if not (len(s._records) == s._nrows == ntot == m["count"]):
@@ -139,9 +152,9 @@ def read_manifest(path: Path) -> dict:
     if m.get("format") != FORMAT:
         raise ValueError(f"{str(mf)!r} is not a RETGEN docstore manifest "
                          f"(format={m.get('format')!r})")
-    if m.get("format_version") not in (FORMAT_VERSION, CODES_FORMAT_VERSION):
+    if m.get("format_version") not in VERSIONS:
         raise ValueError(f"docstore format version {m.get('format_version')!r} is not supported "
-                         f"(this version reads {FORMAT_VERSION} and {CODES_FORMAT_VERSION})")
+                         f"(this version reads {', '.join(map(str, VERSIONS))})")
     return m
 
 

@@ -17,7 +17,7 @@ from .encoder import Encoder, load_encoder
 from .energy import EnergyModel
 from .evaluation import perplexity_report
 from .generator import GeneratedToken, GenerationResult, Generator, SourceText
-from .index import FaissIndex
+from .index import FaissIndex, table_bytes
 from .kneser_ney import KneserNeyLM
 from .lm import RetgenLM, RetrievalParams
 from .patterns import PatternTable
@@ -147,7 +147,8 @@ class RetgenEngine:
         patterns = PatternTable.from_arrays(arrays)
         index = FaissIndex.load(d / m["index"]["file"], m["index"]["spec"],
                                 default_nprobe=min(config.index.nprobe, m["index"]["nlist"] or
-                                                   config.index.nprobe), mmap=mmap)
+                                                   config.index.nprobe), mmap=mmap,
+                                precomputed_table=config.index.precomputed_table)
         if index.dim != enc_info["dim"] or index.ntotal != m["index"]["ntotal"]:
             raise ModelFormatError(f"index file of {str(d)!r} does not match its manifest")
         tok = Tokenizer(m["tokenizer"]["mode"], vocab)
@@ -259,6 +260,11 @@ class RetgenEngine:
             "index_spec": self.index.spec,
             "index_ntotal": self.index.ntotal,
             "index_nlist": self.index.nlist,
+            # RAM: the index (file size when memory-mapped) plus faiss' precomputed IVF-PQ
+            # table (config.index.precomputed_table=False frees it: same results, slower)
+            "index_bytes": self.index.nbytes(),
+            "index_table_bytes": table_bytes(self.index.index),
+            "flat_float32_bytes": self.index.ntotal * self.index.dim * 4,
             "encoder": self.encoder.info(),
             "config": self.config.model_dump(),
             "build_stats": self.manifest.get("build_stats", {}),

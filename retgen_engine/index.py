@@ -71,6 +71,31 @@ def choose_spec(n: int, dim: int, cfg: IndexConfig) -> str:
     return f"IVF{nlist},PQ{m}x{nbits}np" if nbits == 8 else f"IVF{nlist},PQ{m}x{nbits}"
 
 
+def _pq_table_owner(index):
+    """The IVF-PQ part of ``index`` that may hold a precomputed distance table, or None."""
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(index)
+    ivf = faiss.downcast_index(ivf) if ivf is not None else None
+    return ivf if ivf is not None and hasattr(ivf, "precomputed_table") else None
+
+
+def drop_precomputed_table(index) -> None:
+    """Free (and stop using) faiss' precomputed IVF-PQ distance table: the same results, a
+    slower search, nlist * M * 2^nbits fewer floats in RAM."""
+    ivf = _pq_table_owner(index)
+    if ivf is not None:
+        if hasattr(ivf, "use_precomputed_table"):
+            ivf.use_precomputed_table = -1
+        ivf.precomputed_table.resize(0)
+
+
+def table_bytes(index) -> int:
+    """RAM held by faiss' precomputed IVF-PQ distance table (not part of the index file)."""
+    ivf = _pq_table_owner(index)
+    return int(ivf.precomputed_table.size()) * 4 if ivf is not None else 0
+
+
 def _nlist_of(index) -> int:
     import faiss
 
@@ -122,6 +147,8 @@ class FaissIndex(VectorIndex):
                 spec = "IDMap2,Flat"
                 index = faiss.index_factory(dim, spec, faiss.METRIC_L2)
                 nl = 0
+        if not cfg.precomputed_table:
+            drop_precomputed_table(index)
         step = 1 << 16
         from tqdm.auto import tqdm
 
@@ -131,7 +158,7 @@ class FaissIndex(VectorIndex):
 
     @classmethod
     def load(cls, path: str | os.PathLike, spec: str, default_nprobe: int = 16,
-             mmap: bool = True) -> "FaissIndex":
+             mmap: bool = True, precomputed_table: bool = True) -> "FaissIndex":
         import faiss
 
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
@@ -151,6 +178,8 @@ class FaissIndex(VectorIndex):
             inv = faiss.downcast_InvertedLists(faiss.extract_index_ivf(index).invlists)
             if hasattr(inv, "prefetch_nthread"):
                 inv.prefetch_nthread = 0
+        if not precomputed_table:  # faiss rebuilds the table on read
+            drop_precomputed_table(index)
         return cls(index, spec, default_nprobe, mapped_from=mapped)
 
     def _params(self, nprobe: Optional[int], selector):
@@ -179,6 +208,17 @@ class FaissIndex(VectorIndex):
             D, I = self.index.search(q, k, params=params)
         return D, I
 
+    def search_and_reconstruct(self, query, k, nprobe=None):
+        """``(D, I, R)`` for one query: :meth:`search` plus the hits' vectors decoded from the
+        index's codes (faiss cannot combine this with an ID selector: no ``selector``)."""
+        q = np.ascontiguousarray(np.atleast_2d(query), dtype=np.float32)
+        if k <= 0 or q.shape != (1, self.dim):
+            raise ValueError(f"k={k} must be >= 1 and the query one {self.dim}-d vector")
+        params = self._params(nprobe, None)
+        if params is None:
+            return self.index.search_and_reconstruct(q, k)
+        return self.index.search_and_reconstruct(q, k, params=params)
+
     def add_with_ids(self, vectors, ids):
         if self.mapped_from is not None:
             raise RuntimeError("this index is memory-mapped read-only; load it with mmap=False to add")
@@ -191,6 +231,39 @@ class FaissIndex(VectorIndex):
         if self.mapped_from is not None:
             raise RuntimeError("this index is memory-mapped read-only; load it with mmap=False to remove")
         return int(self.index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))))
+
+    def assign(self, vectors) -> np.ndarray:
+        """The IVF list each vector goes to (int64), as ``add_with_ids`` would place it."""
+        import faiss
+
+        if not self.nlist:
+            raise ValueError(f"index {self.spec!r} has no inverted lists")
+        q = faiss.extract_index_ivf(self.index).quantizer
+        _, lists = q.search(np.ascontiguousarray(vectors, dtype=np.float32), 1)
+        return lists[:, 0]
+
+    def reconstruct_from_lists(self, ids, lists) -> np.ndarray:
+        """Vectors decoded from the index's own codes for ``ids`` stored in IVF lists
+        ``lists`` (one per id, from :meth:`assign`): float32 rows in the order of ``ids``.
+        KeyError names an id that is not in its list."""
+        import faiss
+
+        ivf = faiss.extract_index_ivf(self.index)
+        ids = np.asarray(ids, dtype=np.int64)
+        lists = np.asarray(lists, dtype=np.int64)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        for lst in np.unique(lists):
+            sel = np.flatnonzero(lists == lst)
+            n = ivf.invlists.list_size(int(lst))
+            held = (np.asarray(faiss.rev_swig_ptr(ivf.invlists.get_ids(int(lst)), n))
+                    if n else np.zeros(0, dtype=np.int64))
+            match = held[:, None] == ids[sel][None, :]
+            if not match.any(axis=0).all():
+                raise KeyError(f"ids {ids[sel][~match.any(axis=0)][:5].tolist()} are not in "
+                               f"IVF list {int(lst)}")
+            for j, off in zip(sel, match.argmax(axis=0)):
+                ivf.reconstruct_from_offset(int(lst), int(off), faiss.swig_ptr(out[j]))
+        return out
 
     @property
     def ntotal(self) -> int:
@@ -208,8 +281,9 @@ class FaissIndex(VectorIndex):
         os.replace(tmp, path)
 
     def nbytes(self) -> int:
+        """The index file's bytes plus faiss' precomputed IVF-PQ table, which lives in RAM."""
         import faiss
 
         if self.mapped_from is not None:
-            return self.mapped_from.stat().st_size
-        return int(faiss.serialize_index(self.index).nbytes)
+            return self.mapped_from.stat().st_size + table_bytes(self.index)
+        return int(faiss.serialize_index(self.index).nbytes) + table_bytes(self.index)

@@ -1,4 +1,4 @@
-"""Refine codes: the compact second representation of each record in a large document store.
+"""Refine codes and the large-store profiles of :class:`~retgen_engine.docstore.DocumentStore`.
 
 A large store keeps no raw vectors. Its faiss index (IVF-PQ, 4-bit fast-scan) proposes
 ``refine_factor * k`` candidates, which are re-scored against vectors decoded from a finer
@@ -6,10 +6,16 @@ per-record code (faiss ``sa_encode``/``sa_decode``, renormalized). The codec is 
 on the raw vectors present when the store switches to codes, and never re-encodes: later index
 retraining uses the decoded vectors, so codes never compound their error.
 
+The alternative, ``refine_codes="index"``, keeps a single representation: the codes of the
+index itself (8-bit residual PQ scored by ADC), no candidate stage and no refine stage.
+
 Profiles (:func:`large_store_kwargs`), measured in ``benchmarks/results/vectorstore.md``:
 
-- ``"compact"``: ``IVF{L},PQ{dim/3}`` residual codes (2 + 128 B for MiniLM's 384 dimensions).
-- ``"balanced"``: ``SQ8`` (one byte per dimension, 384 B), near-exact re-scoring.
+- ``"compact"``: in-index ``IVF{L},PQ{dim/3}`` codes (128 B for MiniLM's 384 dimensions).
+- ``"balanced"``: in-index ``IVF{L},PQ{dim/2}`` codes (192 B).
+- ``"refine-pq"``: IVF-PQ 4-bit fast-scan candidates + ``IVF{L},PQ{dim/3}`` refine codes;
+  retrains its index as the store grows.
+- ``"refine-sq8"``: the same candidates + ``SQ8`` refine codes (384 B), near-exact re-scoring.
 """
 from __future__ import annotations
 
@@ -19,12 +25,15 @@ from typing import Any, Optional
 import numpy as np
 
 from .config import IndexConfig
+from .index import drop_precomputed_table
 
 log = logging.getLogger(__name__)
 
 MIN_CODEC_TRAIN = 10_000    # records needed to train an 8-bit PQ refine codec (39 * 256)
 CODEC_TRAIN_MAX = 65_536    # training sample cap (k-means cost grows with it, quality barely)
-PROFILES = ("compact", "balanced")
+PROFILES = ("compact", "balanced", "refine-pq", "refine-sq8")
+IN_INDEX_REFINE_FACTOR = 4  # ADC top 4k re-scored from decoded, renormalized in-index codes
+IN_INDEX_GROWTH = 16        # in-index codes are trained once: nlist sized for this growth
 
 
 def auto_refine_spec(dim: int, n: int) -> str:
@@ -32,11 +41,23 @@ def auto_refine_spec(dim: int, n: int) -> str:
     with ``L`` (<= 1024, >= 39 training points each) centroids plus an 8-bit PQ of the residual
     with one sub-quantizer per 3 dimensions (or the closest divisor of ``dim`` below):
     2 + dim/3 bytes. Residual PQ is markedly more accurate than plain PQ of the same size."""
-    m = max(1, dim // 3)
-    while dim % m:
-        m -= 1
+    m = _divisor_at_most(dim, dim // 3)
     lists = 1 << max(0, min(10, int(np.log2(max(1, n // 39)))))
     return f"IVF{lists},PQ{m}"
+
+
+def in_index_nlist(n: int, growth: int = IN_INDEX_GROWTH) -> int:
+    """IVF lists for an index trained once on ``n`` vectors and expected to grow ``growth``-fold:
+    about 4*sqrt(growth * n) (the usual 4*sqrt(N) at the final size), at most n/39 (faiss wants
+    >= 39 training points per list)."""
+    return max(1, min(n // 39, int(round(4 * np.sqrt(growth * n)))))
+
+
+def _divisor_at_most(dim: int, m: int) -> int:
+    m = max(1, min(dim, m))
+    while dim % m:
+        m -= 1
+    return m
 
 
 def train_codec(vecs: np.ndarray, spec: str, seed: int = 0):
@@ -50,6 +71,7 @@ def train_codec(vecs: np.ndarray, spec: str, seed: int = 0):
         rng = np.random.default_rng(seed)
         codec.train(vecs[np.sort(rng.choice(len(vecs), tn, replace=False))]
                     if tn < len(vecs) else vecs)
+    drop_precomputed_table(codec)  # sa_encode/sa_decode never use it
     codes = np.empty((len(vecs), codec.sa_code_size()), dtype=np.uint8)
     for s in range(0, len(vecs), 1 << 16):
         codes[s:s + (1 << 16)] = codec.sa_encode(np.ascontiguousarray(vecs[s:s + (1 << 16)]))
@@ -78,18 +100,29 @@ LARGE_REFINE_FACTOR = 16
 
 
 def large_store_kwargs(profile: str = "compact", refine_factor: Optional[int] = None,
-                       **index_overrides: Any) -> dict:
-    """``DocumentStore(**large_store_kwargs(profile))`` for 10^5-10^7 MiniLM-size records.
+                       dim: int = 384, **index_overrides: Any) -> dict:
+    """``DocumentStore(**large_store_kwargs(profile))`` for 10^5-10^7 records of ``dim``
+    dimensions (MiniLM: 384). All profiles drop raw vectors once they have codes.
 
-    ``"compact"``: IVF-PQ48x4fs candidates + ``IVF{L},PQ{dim/3}`` refine codes (the most
-    memory-frugal); ``"balanced"``: the same candidates + ``SQ8`` refine codes (about 2.5x the
-    bytes, re-scoring close to exact). Both drop raw vectors once they have codes."""
+    ``"compact"`` / ``"balanced"``: in-index 8-bit residual PQ codes of ``dim/3`` / ``dim/2``
+    bytes (one representation; ADC candidates re-scored from the renormalized decoded codes;
+    trained once); ``"refine-pq"`` / ``"refine-sq8"``:
+    IVF-PQ 4-bit fast-scan candidates re-scored from ``IVF{L},PQ{dim/3}`` / ``SQ8`` refine
+    codes (two representations; the index is retrained as the store grows)."""
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r}; allowed: {', '.join(PROFILES)}")
+    if profile in ("compact", "balanced"):
+        m = _divisor_at_most(dim, dim // 3 if profile == "compact" else dim // 2)
+        cfg = dict(fast_scan=False, pq_nsplits=m, pq_nbits=8, nprobe=64,
+                   train_size=CODEC_TRAIN_MAX, precomputed_table=False)
+        cfg.update(index_overrides)
+        return {"index_config": large_store_config(**cfg), "refine_codes": "index",
+                "refine_factor": refine_factor or IN_INDEX_REFINE_FACTOR}
     return {"index_config": large_store_config(**index_overrides),
             "refine_factor": refine_factor or LARGE_REFINE_FACTOR,
-            "refine_codes": "auto" if profile == "compact" else "SQ8"}
+            "refine_codes": "auto" if profile == "refine-pq" else "SQ8"}
 
 
-__all__ = ["auto_refine_spec", "train_codec", "decode", "large_store_config",
-           "large_store_kwargs", "LARGE_REFINE_FACTOR", "MIN_CODEC_TRAIN", "PROFILES"]
+__all__ = ["auto_refine_spec", "in_index_nlist", "train_codec", "decode", "large_store_config",
+           "large_store_kwargs", "LARGE_REFINE_FACTOR", "IN_INDEX_REFINE_FACTOR",
+           "IN_INDEX_GROWTH", "MIN_CODEC_TRAIN", "PROFILES"]

@@ -32,7 +32,10 @@ def test_build_eval_generate_info(tmp_path, sample_corpus, capsys):
                  "--seed", "1", "--stream"]) == 0
     assert capsys.readouterr().out.startswith("The game")
     assert main(["info", "--model", str(out), "--verify"]) == 0
-    assert json.loads(capsys.readouterr().out)["num_patterns"] > 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_patterns"] > 0 and info["index_bytes"] > 0
+    assert info["flat_float32_bytes"] == info["index_ntotal"] * info["encoder"]["dim"] * 4
+    assert info["index_table_bytes"] == 0 or "PQ" in info["index_spec"]  # IVF-PQ only
 
 
 def test_errors_are_clear(tmp_path, capsys, tiny_model_dir):

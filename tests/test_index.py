@@ -100,3 +100,26 @@ def test_mmapped_ivf_index_does_not_prefetch(tmp_path):
     inv = faiss.downcast_InvertedLists(faiss.extract_index_ivf(back.index).invlists)
     assert isinstance(inv, faiss.OnDiskInvertedLists) and inv.prefetch_nthread == 0
     np.testing.assert_array_equal(idx.search(x[:5], 4)[1], back.search(x[:5], 4)[1])
+
+
+def test_precomputed_pq_table_is_counted_or_dropped(tmp_path):
+    """faiss keeps an nlist*M*256-float table for residual IVF-PQ in RAM (not in the file):
+    nbytes() counts it; precomputed_table=False frees it with identical results."""
+    from retgen_engine.index import table_bytes
+
+    x = clustered(20_000, 64)
+    q = clustered(50, 64, seed=1)
+    cfg = IndexConfig(pq_threshold=10_000, pq_nsplits=16, nlist=128)
+    with_t = FaissIndex.build(x, np.arange(len(x)), cfg)
+    without = FaissIndex.build(x, np.arange(len(x)), cfg.model_copy(
+        update={"precomputed_table": False}))
+    assert table_bytes(with_t.index) == 128 * 16 * 256 * 4 and table_bytes(without.index) == 0
+    assert with_t.nbytes() == without.nbytes() + 128 * 16 * 256 * 4
+    D1, I1 = with_t.search(q, 10, nprobe=16)
+    D2, I2 = without.search(q, 10, nprobe=16)
+    assert (I1 == I2).all() and np.allclose(D1, D2, atol=1e-4)
+    without.save(tmp_path / "i.faiss")  # faiss rebuilds the table on read unless told not to
+    assert table_bytes(FaissIndex.load(tmp_path / "i.faiss", without.spec, mmap=False).index) > 0
+    back = FaissIndex.load(tmp_path / "i.faiss", without.spec, mmap=False,
+                           precomputed_table=False)
+    assert table_bytes(back.index) == 0 and (back.search(q, 10, nprobe=16)[1] == I1).all()

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from retgen_engine.config import IndexConfig
-from retgen_engine.docstore import (CODES_FORMAT_VERSION, DocumentStore, auto_refine_spec,
-                                    large_store_config, large_store_kwargs)
+from retgen_engine.docstore import (CODES_FORMAT_VERSION, IN_INDEX_FORMAT_VERSION, DocumentStore,
+                                    auto_refine_spec, large_store_config, large_store_kwargs)
+from retgen_engine.index import table_bytes
+from retgen_engine.refine import in_index_nlist
 
 DIM, N, K = 64, 12_000, 10
 
@@ -91,7 +93,7 @@ def test_large_store_persists_no_raw_vectors(large, tmp_path):
     for p in out.iterdir():  # no file holds anything like the float vectors
         assert p.stat().st_size < N * DIM * 2, p.name
     t = DocumentStore.load(out)
-    assert t.compressed and len(t) == N
+    assert t.compressed and len(t) == N and table_bytes(t._codec) == 0  # codec: encode only
     assert [h.id for h in t.search(queries[3], K)] == [h.id for h in s.search(queries[3], K)]
     t.upsert(["new"], ["n"], base[:1] * -1)  # adds go straight to codes
     assert t._vecs.dtype == np.uint8 and t.search(-base[0], 1)[0].id == "new"
@@ -113,10 +115,10 @@ def test_large_store_config_fits_minilm():
     assert cfg.fast_scan and 384 % cfg.pq_nsplits == 0
     assert auto_refine_spec(384, 80_000) == "IVF1024,PQ128" and auto_refine_spec(30, 500) == "IVF8,PQ10"
     assert auto_refine_spec(64, 12_000) == "IVF256,PQ16"  # 64/3 is no divisor: the next below
-    kw = large_store_kwargs("balanced")
+    kw = large_store_kwargs("refine-sq8")
     assert kw["refine_codes"] == "SQ8" and kw["index_config"].nprobe == 64
-    assert large_store_kwargs()["refine_codes"] == "auto"
-    with pytest.raises(ValueError, match="profile='tiny'; allowed: compact, balanced"):
+    assert large_store_kwargs()["refine_codes"] == "index"
+    with pytest.raises(ValueError, match="profile='tiny'; allowed: compact, balanced, refine-pq"):
         large_store_kwargs("tiny")
     with pytest.raises(ValueError, match="refine_codes"):
         DocumentStore(refine_codes="")
@@ -130,3 +132,112 @@ def test_balanced_profile_sq8_codes_rescore_closer_to_exact(large):
     assert b.compressed and b.refine_spec == "SQ8" and b._vecs.shape[1] == DIM  # 1 B/dim
     assert _recall(b, base, queries) >= max(0.95, _recall(s, base, queries))
     assert np.all(np.sum(b.vectors(["d3"]) * base[3], axis=1) > 0.999)
+
+
+# -- in-index codes (the "compact"/"balanced" profiles): one representation, no refine stage --
+
+def _in_index_cfg(m=DIM // 2):
+    return IndexConfig(exact_threshold=2000, pq_threshold=4000, pq_nsplits=m, pq_nbits=8,
+                       nprobe=16, train_size=12_000, precomputed_table=False)
+
+
+@pytest.fixture(scope="module")
+def in_index():
+    data = _clustered(N + 100)
+    base, queries = data[:N], data[N:]
+    s = DocumentStore(index_config=_in_index_cfg(), refine_codes="index")
+    for b in range(0, N, 3000):  # exact at 3k, IVF-Flat + raw vectors at 6k, codes at 12k
+        s.upsert([f"d{i}" for i in range(b, b + 3000)], [f"t{i}" for i in range(b, b + 3000)],
+                 base[b:b + 3000], [{"g": i % 2} for i in range(b, b + 3000)])
+    return s, base, queries
+
+
+def test_in_index_codes_keep_one_representation(in_index):
+    s, base, queries = in_index
+    assert s.compressed and s._in_index and s.refine_spec is None
+    nl = in_index_nlist(N)
+    assert s.spec == f"IVF{nl},PQ{DIM // 2}x8np" and nl == N // 39  # headroom, capped
+    assert s._vecs.dtype == np.uint16 and s._vecs.shape == (N,)  # the IVF list of each row
+    assert table_bytes(s._index.index) == 0  # no nlist*M*256-float faiss table in RAM
+    r4 = _recall(s, base, queries)
+    s.refine_factor = 1  # ADC order only: re-scoring the renormalized decoded codes helps
+    try:
+        r1 = _recall(s, base, queries)
+    finally:
+        s.refine_factor = 4
+    assert r4 >= 0.9 and r4 >= r1, (r4, r1)
+    # 32 B codes + 8 B faiss id + 8 B row id + 2 B list + 1 B alive + centroids/codebooks
+    assert s.nbytes() / len(s) < 0.3 * DIM * 4
+    hits = s.search(queries[0], 5)
+    assert all(0.0 <= h.distance <= 4.0 and 0.0 <= h.score <= 1.0 for h in hits)
+    assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+
+
+def test_in_index_codes_decode_vectors_for_mmr_energy_and_filters(in_index):
+    s, base, queries = in_index
+    v = s.vectors(["d5", "d7", "d11000"])
+    assert v.dtype == np.float32 and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert np.all(np.sum(v * base[[5, 7, 11000]], axis=1) > 0.95)
+    hits = s.search(base[5], k=3, with_vectors=True)
+    assert hits[0].id == "d5" and np.allclose(hits[0].vector, v[0])
+    assert len({h.id for h in s.max_marginal_relevance(queries[0], k=5, fetch_k=20)}) == 5
+    e = s.search_energy(queries[0], k=4, fetch_k=10)
+    assert len(e) == 4 and all(h.weight is not None for h in e)
+    hits = s.search(queries[1], k=10, filter={"g": 1})
+    assert len(hits) == 10 and all(h.metadata["g"] == 1 for h in hits)
+    assert [h.id for h in s.search(queries[1], k=3, ids=["d1", "d2", "d9999"])] != []
+    with pytest.raises(KeyError, match="nope"):
+        s.vectors(["nope"])
+
+
+def test_in_index_codes_grow_delete_upsert_without_retraining(tmp_path, monkeypatch, caplog):
+    from retgen_engine import refine
+
+    monkeypatch.setattr(refine, "IN_INDEX_GROWTH", 2)  # warn once the store doubled
+    data = _clustered(N + 2000, seed=3)
+    s = DocumentStore(index_config=_in_index_cfg(), refine_codes="index")
+    s.upsert([f"d{i}" for i in range(N)], ["t"] * N, data[:N])
+    spec, trained = s.spec, s._trained_n
+    assert s._in_index and trained == N
+    s.upsert([f"d{i}" for i in range(N, N + 2000)], ["t"] * 2000, data[N:])  # no raw kept
+    s.upsert([f"e{i}" for i in range(2 * N)], ["t"] * 2 * N, _clustered(2 * N, seed=4))
+    assert s.spec == spec and s._trained_n == trained and len(s) == 3 * N + 2000  # not retrained
+    warned = [r for r in caplog.records if "rebuild the store from raw vectors" in r.message]
+    assert len(warned) == 1 and "12000 its in-index codes were trained on" in warned[0].message
+    assert s._index.ntotal == len(s) == len(s._vecs[:s._nrows][s._alive[:s._nrows]])
+    assert s.search(data[N + 5], 1)[0].id == f"d{N + 5}"
+    s.upsert(["d3"], ["moved"], -data[3])  # replace: the old vector is gone, the new one found
+    assert s.search(-data[3], 1)[0].id == "d3" and s.get(["d3"])[0].text == "moved"
+    assert "d3" not in [h.id for h in s.search(data[3], 20)]
+    assert s.delete(["d4", "missing"]) == 1
+    assert "d4" not in [h.id for h in s.search(data[4], 20)]
+    v = s.vectors(["d3", f"d{N + 7}"])
+    # decoded from the codes: close for data like the training set; an antipodal vector (far
+    # from every centroid, large residual) decodes less precisely but is still found first
+    assert v[1] @ data[N + 7] > 0.95 and v[0] @ -data[3] > 0.8
+    # persistence: format 3, list numbers only, same answers, adds after loading
+    out = s.save(tmp_path / "st")
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format_version"] == IN_INDEX_FORMAT_VERSION and m["in_index_codes"] is True
+    assert not (out / "vectors.npy").exists() and not (out / "codes.npy").exists()
+    assert np.load(out / "lists.npy").dtype == np.uint16
+    t = DocumentStore.load(out)
+    assert t._in_index and len(t) == len(s) and t.spec == spec
+    assert table_bytes(t._index.index) == 0 and t.nbytes() == s.nbytes()
+    q = data[100]
+    assert [h.id for h in t.search(q, K)] == [h.id for h in s.search(q, K)]
+    assert np.allclose(t.vectors(["d3"]), s.vectors(["d3"]))
+    t.upsert(["new"], ["n"], data[:1] * -1)
+    assert t.search(-data[0], 1)[0].id == "new" and t._vecs.dtype == np.uint16
+
+
+def test_in_index_profiles():
+    c, b = large_store_kwargs("compact"), large_store_kwargs("balanced")
+    assert c["refine_codes"] == b["refine_codes"] == "index"
+    assert (c["index_config"].pq_nsplits, b["index_config"].pq_nsplits) == (128, 192)
+    assert not c["index_config"].fast_scan and c["index_config"].pq_nbits == 8
+    assert not c["index_config"].precomputed_table and large_store_kwargs("refine-pq")[
+        "index_config"].precomputed_table  # 4-bit fast-scan candidates: a small table
+    assert large_store_kwargs("compact", dim=64)["index_config"].pq_nsplits == 16  # 64/3 -> 16
+    assert large_store_kwargs("refine-pq")["refine_codes"] == "auto"
+    assert in_index_nlist(80_000) == 2051 and in_index_nlist(1_000_000) == 16_000
