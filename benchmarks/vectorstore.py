@@ -153,7 +153,7 @@ def bench_retgen(vecs, texts, queries, truth, profile: str, kwargs: dict, batch=
         s.upsert([str(i) for i in range(b, b + len(vecs[b:b + batch]))], texts[b:b + batch],
                  vecs[b:b + batch])
     add_s = time.perf_counter() - t0
-    if s._in_index:
+    if s.compressed and s.refine_codes == "index":
         spec = (s.spec + f" codes only in the index (no raw vectors); ADC top {s.refine_factor}k"
                 " re-scored from the decoded codes")
     else:

@@ -36,6 +36,13 @@ def normalize_rows(vectors: Any, dim: Optional[int], what: str = "vectors") -> n
         raise ValueError(f"{what} contain an all-zero vector, which has no direction")
     return np.ascontiguousarray(v / norms, dtype=np.float32)
 
+def unit_rows(v: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to unit length, for vectors decoded from codes (an all-zero row stays
+    zero; unlike :func:`normalize_rows`, which validates caller input)."""
+    n = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.ascontiguousarray(v / np.where(n > 0, n, 1.0), dtype=np.float32)
+
+
 def mmr_select(query: np.ndarray, vectors: np.ndarray, k: int, lambda_mult: float) -> list[int]:
     """Maximal marginal relevance over unit vectors: indices into ``vectors``, in pick order.
 

@@ -54,7 +54,7 @@ import numpy as np
 from . import refine
 from .config import IndexConfig
 from .docranking import (energy_rerank, energy_scores, freq_prior, mmr_select, normalize_rows,
-                         relevance)
+                         relevance, unit_rows)
 from .docstore_io import (CODES_FORMAT_VERSION, FORMAT, FORMAT_VERSION, IN_INDEX_FORMAT_VERSION,
                           load_store, read_manifest, save_store)
 from .energy import EnergyModel
@@ -206,12 +206,12 @@ class DocumentStore:
             self._remove_int_ids([self._id_map[x] for x in ids if x in self._id_map])
             iids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
             self._next_id += n
-            self._append_rows(v, iids)
+            lists = self._index.assign(v) if self._in_index else None  # assigned once
+            self._append_rows(v, iids, lists)
             for x, t, m, iid in zip(ids, texts, metadatas, iids.tolist()):
                 self._id_map[x] = iid
                 self._records[iid] = Record(x, t, dict(m or {}))
-            index = self._ensure_index()
-            index.add_with_ids(v, iids)
+            self._ensure_index().add_with_ids(v, iids, lists)
             self._maybe_retrain()
         return ids
 
@@ -249,7 +249,8 @@ class DocumentStore:
         if self._index is not None:
             self._index.remove_ids(arr)
 
-    def _append_rows(self, v: np.ndarray, iids: np.ndarray) -> None:
+    def _append_rows(self, v: np.ndarray, iids: np.ndarray,
+                     lists: Optional[np.ndarray] = None) -> None:
         need = self._nrows + len(v)
         if need > len(self._vecs):
             cap = max(need, 2 * len(self._vecs), 64)
@@ -257,7 +258,7 @@ class DocumentStore:
             self._row_ids = _grow(self._row_ids, cap)
             self._alive = _grow(self._alive, cap)
         if self._in_index:
-            self._vecs[self._nrows:need] = self._index.assign(v)
+            self._vecs[self._nrows:need] = lists
         else:
             self._vecs[self._nrows:need] = self._codec.sa_encode(v) if self._codec else v
         self._row_ids[self._nrows:need] = iids
@@ -379,7 +380,7 @@ class DocumentStore:
     def _rows_of(self, iids: np.ndarray) -> np.ndarray:
         rows = np.searchsorted(self._row_ids[:self._nrows], iids)
         if self._in_index:
-            return _unit(self._index.reconstruct_from_lists(iids, self._vecs[rows]))
+            return unit_rows(self._index.reconstruct_from_lists(iids, self._vecs[rows]))
         if self._codec is not None:
             return self._decode(self._vecs[rows])
         return self._vecs[rows].astype(np.float32)
@@ -409,7 +410,7 @@ class DocumentStore:
             need_vecs = refine or with_vectors
             if self._in_index and need_vecs and allowed is None:  # decoded by faiss, in C++
                 D, I, R = self._index.search_and_reconstruct(q, kk, nprobe)
-                D, I, R = D[0], I[0], _unit(R[0][I[0] >= 0])
+                D, I, R = D[0], I[0], unit_rows(R[0][I[0] >= 0])
             else:
                 D, I = self._faiss_search(q, kk, allowed, nprobe)
                 R = None
@@ -488,12 +489,6 @@ class DocumentStore:
 
 def _has_codes(spec: str) -> bool:
     return any(t in spec for t in ("PQ", "SQ", "LSH", "RQ"))
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (decoded codes; an all-zero row stays zero)."""
-    n = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.ascontiguousarray(v / np.where(n > 0, n, 1.0), dtype=np.float32)
 
 
 def _grow(a: np.ndarray, cap: int) -> np.ndarray:

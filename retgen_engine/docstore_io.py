@@ -1,7 +1,8 @@
 """Persistence of a :class:`~retgen_engine.docstore.DocumentStore`: a directory with the faiss
 index, the vectors (``vectors.npy``), refine codes (``codes.npy`` + ``refine_codec.faiss``) or,
-with in-index codes, each record's IVF list number (``lists.npy``), the int ids, the records in SQLite and a versioned ``manifest.json`` holding every file's
-sha256. Written to a temp directory and renamed into place; never pickled.
+with in-index codes, each record's IVF list number (``lists.npy``), the int ids, the records in
+SQLite and a versioned ``manifest.json`` holding every file's sha256. Written to a temp
+directory and renamed into place; never pickled.
 """
 from __future__ import annotations
 

@@ -219,11 +219,23 @@ class FaissIndex(VectorIndex):
             return self.index.search_and_reconstruct(q, k)
         return self.index.search_and_reconstruct(q, k, params=params)
 
-    def add_with_ids(self, vectors, ids):
+    def add_with_ids(self, vectors, ids, lists=None):
+        """Add ``vectors`` under ``ids``; ``lists`` (from :meth:`assign`) skips faiss' own
+        assignment to IVF lists when the caller already has it."""
+        import faiss
+
         if self.mapped_from is not None:
             raise RuntimeError("this index is memory-mapped read-only; load it with mmap=False to add")
-        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                np.ascontiguousarray(ids, dtype=np.int64))
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if lists is None:
+            self.index.add_with_ids(x, ids)
+            return
+        lists = np.ascontiguousarray(lists, dtype=np.int64)
+        if not (len(x) == len(ids) == len(lists)):
+            raise ValueError(f"{len(x)} vectors, {len(ids)} ids and {len(lists)} list numbers")
+        faiss.extract_index_ivf(self.index).add_core(
+            len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids), faiss.swig_ptr(lists))
 
     def remove_ids(self, ids) -> int:
         import faiss

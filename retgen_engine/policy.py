@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .lm import mix_logprobs
 from .modules import SavableModule
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,7 @@ def reward_table(log_base: np.ndarray, p_ret: np.ndarray, policy: RetrievalPolic
     lb = np.asarray(log_base, dtype=np.float64)[:, None, None, None]
     pr = np.asarray(p_ret, dtype=np.float64)[:, :, :, None]
     lam = np.asarray(policy.lam_choices, dtype=np.float64)[None, None, None, :]
-    with np.errstate(divide="ignore"):
-        lp = np.logaddexp(np.log1p(-lam) + lb,
-                          np.where(lam > 0, np.log(np.maximum(lam, 1e-300)), -np.inf)
-                          + np.where(pr > 0, np.log(np.maximum(pr, 1e-300)), -np.inf))
+    lp = mix_logprobs(lb, pr, lam)
     ks = np.asarray(policy.k_choices, dtype=np.float64)[None, :, None, None]
     r = lp - cost * (lam > 0) * (1 + ks / ks.max())
     return r, lp

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .config import IndexConfig
+from .docranking import unit_rows
 from .index import drop_precomputed_table
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,7 @@ def decode(codec, codes: np.ndarray, dim: int) -> np.ndarray:
     out = np.empty((len(codes), dim), dtype=np.float32)
     for s in range(0, len(codes), 1 << 16):
         out[s:s + (1 << 16)] = codec.sa_decode(np.ascontiguousarray(codes[s:s + (1 << 16)]))
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.where(norms > 0, norms, 1.0)
+    return unit_rows(out)
 
 
 def large_store_config(**overrides: Any) -> IndexConfig:

@@ -123,3 +123,22 @@ def test_precomputed_pq_table_is_counted_or_dropped(tmp_path):
     back = FaissIndex.load(tmp_path / "i.faiss", without.spec, mmap=False,
                            precomputed_table=False)
     assert table_bytes(back.index) == 0 and (back.search(q, 10, nprobe=16)[1] == I1).all()
+
+
+def test_add_with_precomputed_lists_matches_plain_add():
+    x = clustered(12_000, 32)
+    cfg = IndexConfig(pq_threshold=10_000, pq_nsplits=8, nlist=64)
+    a = FaissIndex.build(x[:10_000], np.arange(10_000), cfg)
+    b = FaissIndex.build(x[:10_000], np.arange(10_000), cfg)
+    new, ids = x[10_000:], np.arange(10_000, 12_000)
+    a.add_with_ids(new, ids)
+    lists = b.assign(new)
+    b.add_with_ids(new, ids, lists=lists)
+    q = clustered(20, 32, seed=5)
+    assert (a.search(q, 10, nprobe=8)[1] == b.search(q, 10, nprobe=8)[1]).all()
+    assert np.allclose(b.reconstruct_from_lists(ids[:5], lists[:5]),
+                       a.reconstruct_from_lists(ids[:5], a.assign(new[:5])))
+    with pytest.raises(ValueError, match="3 list numbers"):
+        b.add_with_ids(new[:5], ids[:5] + 5000, lists=lists[:3])
+    with pytest.raises(KeyError, match="not in IVF list"):
+        b.reconstruct_from_lists([999_999], [0])
