@@ -78,6 +78,11 @@ class IndexConfig(BaseModel):
     #: IVF-PQ (L2, residual codes): keep faiss' precomputed distance table in RAM (nlist * M *
     #: 2^nbits floats, rebuilt on load; faster search). Counted by ``FaissIndex.nbytes()``.
     precomputed_table: bool = True
+    #: IVF-PQ over unit vectors: rank a list's codes by the inner product with the query (one
+    #: query table for all lists) instead of L2 (a table per probed list when
+    #: ``precomputed_table`` is off). Same codes and lists; distances come back as
+    #: ``|q|^2 + 1 - 2 <q, x>`` (exact for unit ``x``). See ``FaissIndex`` ("ip_scan").
+    ip_scan: bool = False
     #: vectors used to train IVF/PQ (sampled); None = faiss' own default cap.
     train_size: Optional[int] = Field(200_000, ge=1)
     seed: int = 1234

@@ -28,6 +28,11 @@ bytes; renormalizing removes the norm error of the decoded vector). Vectors are 
 each record's IVF list number. Such an index is trained once and never retrained
 (re-encoding decoded vectors would compound their error).
 
+``disk_vectors=True`` (with ``refine_codes="index"``) also writes each record's unit vector as
+float16 to a file (:mod:`retgen_engine.diskvectors`, in ``disk_dir``) and re-scores the
+candidates against those rows instead of the decoded codes: RAM holds the codes only, and
+each query reads ``refine_factor * k`` rows of ``2 * dim`` bytes from disk (or the page cache).
+
 Scores. One convention everywhere (:func:`~retgen_engine.docranking.relevance`): the
 distance ``d`` is squared L2 between unit vectors, in [0, 4]; the relevance is ``1 - d / 4``
 in [0, 1], higher is better.
@@ -57,6 +62,7 @@ from .docranking import (energy_rerank, energy_scores, freq_prior, mmr_select, n
                          relevance, unit_rows)
 from .docstore_io import (CODES_FORMAT_VERSION, FORMAT, FORMAT_VERSION, IN_INDEX_FORMAT_VERSION,
                           load_store, read_manifest, save_store)
+from .diskvectors import DiskVectors
 from .energy import EnergyModel
 from .filters import Filter, compile_filter
 from .index import FaissIndex, choose_spec
@@ -102,7 +108,8 @@ class DocumentStore:
 
     def __init__(self, dim: Optional[int] = None, index_config: Optional[IndexConfig] = None,
                  vector_dtype: str = "float32", refine_factor: int = 4,
-                 retrain_growth: float = 2.0, refine_codes: Optional[str] = "auto"):
+                 retrain_growth: float = 2.0, refine_codes: Optional[str] = "auto",
+                 disk_vectors: bool = False, disk_dir: Optional[str | os.PathLike] = None):
         if dim is not None and (not isinstance(dim, int) or dim < 1):
             raise ValueError(f"dim={dim!r} must be a positive int (or None: set by the first add)")
         if vector_dtype not in VECTOR_DTYPES:
@@ -115,7 +122,18 @@ class DocumentStore:
             raise ValueError(f"refine_codes={refine_codes!r} must be 'auto', 'index' (the "
                              "index's codes only), a faiss index_factory string (e.g. 'PQ96') "
                              "or None (keep raw vectors)")
+        if not isinstance(disk_vectors, bool):
+            raise TypeError(f"disk_vectors={disk_vectors!r} must be a bool")
+        if disk_vectors and refine_codes != "index":
+            raise ValueError(f"disk_vectors=True needs refine_codes='index' (got "
+                             f"{refine_codes!r}): the float16 rows on disk re-score the "
+                             "index's candidates")
+        if disk_dir is not None and not Path(disk_dir).is_dir():
+            raise ValueError(f"disk_dir={str(disk_dir)!r} is not a directory")
         self.dim = dim
+        self.disk_vectors = disk_vectors
+        self.disk_dir = None if disk_dir is None else str(disk_dir)
+        self._disk: Optional[DiskVectors] = None  # float16 rows on disk (disk_vectors=True)
         self.index_config = index_config or IndexConfig()
         self.vector_dtype = vector_dtype
         self.refine_factor = refine_factor
@@ -161,6 +179,23 @@ class DocumentStore:
     @property
     def refine_spec(self) -> Optional[str]:
         return self._codec_spec
+
+    def disk_bytes(self) -> int:
+        """Bytes of the float16 vectors kept on disk (``disk_vectors=True``; else 0)."""
+        with self._lock:
+            return self._disk.disk_bytes() if self._disk is not None else 0
+
+    def evict_disk_cache(self) -> None:
+        """Ask the OS to drop the disk vectors from its page cache (no-op without them), so the
+        next searches read them from disk: for cold-read measurements."""
+        with self._lock:
+            if self._disk is not None:
+                self._disk.evict_cache()
+
+    def _close_disk(self) -> None:
+        if self._disk is not None:
+            self._disk.close()
+            self._disk = None
 
     def nbytes(self) -> int:
         """Bytes held by the faiss index, the stored vectors or refine codes (and codec), the
@@ -236,6 +271,7 @@ class DocumentStore:
             self._codec = None
             self._codec_spec = None
             self._in_index = False
+            self._close_disk()
 
     def _remove_int_ids(self, iids: list[int]) -> None:
         if not iids:
@@ -259,6 +295,8 @@ class DocumentStore:
             self._alive = _grow(self._alive, cap)
         if self._in_index:
             self._vecs[self._nrows:need] = lists
+            if self._disk is not None:
+                self._disk.append(v)
         else:
             self._vecs[self._nrows:need] = self._codec.sa_encode(v) if self._codec else v
         self._row_ids[self._nrows:need] = iids
@@ -269,6 +307,9 @@ class DocumentStore:
         live = self._alive[:self._nrows]
         if live.all():
             return
+        if self._disk is not None:
+            old, self._disk = self._disk, self._disk.select(live)
+            old.close()
         self._vecs = np.ascontiguousarray(self._vecs[:self._nrows][live])
         self._row_ids = np.ascontiguousarray(self._row_ids[:self._nrows][live])
         self._nrows = len(self._row_ids)
@@ -341,6 +382,9 @@ class DocumentStore:
         lists = index.assign(vecs)
         self._vecs = lists.astype(np.uint16 if index.nlist <= 1 << 16 else np.int32)
         self._index, self._trained_n, self._in_index = index, n, True
+        if self.disk_vectors:
+            self._disk = DiskVectors(self.dim, self.disk_dir)
+            self._disk.append(vecs)
         log.info("docstore: %d raw vectors replaced by in-index %s codes in %.2fs "
                  "(trained once)", n, index.spec, time.perf_counter() - t0)
 
@@ -379,6 +423,8 @@ class DocumentStore:
 
     def _rows_of(self, iids: np.ndarray) -> np.ndarray:
         rows = np.searchsorted(self._row_ids[:self._nrows], iids)
+        if self._disk is not None:
+            return unit_rows(self._disk.get(rows))
         if self._in_index:
             return unit_rows(self._index.reconstruct_from_lists(iids, self._vecs[rows]))
         if self._codec is not None:
@@ -408,7 +454,8 @@ class DocumentStore:
                       self._index.spec != EXACT_SPEC and _has_codes(self._index.spec))
             kk = min(n_cand, k * self.refine_factor if refine else k)
             need_vecs = refine or with_vectors
-            if self._in_index and need_vecs and allowed is None:  # decoded by faiss, in C++
+            if (self._in_index and need_vecs and allowed is None
+                    and self._disk is None):  # decoded by faiss from (list, offset)
                 D, I, R = self._index.search_and_reconstruct(q, kk, nprobe)
                 D, I, R = D[0], I[0], unit_rows(R[0][I[0] >= 0])
             else:
@@ -482,9 +529,12 @@ class DocumentStore:
         return save_store(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, verify: bool = True) -> "DocumentStore":
-        """Read a store written by :meth:`save`; checksums are verified unless ``verify=False``."""
-        return load_store(cls, path, verify)
+    def load(cls, path: str | os.PathLike, verify: bool = True,
+             disk_dir: Optional[str | os.PathLike] = None) -> "DocumentStore":
+        """Read a store written by :meth:`save`; checksums are verified unless ``verify=False``.
+        Disk vectors stay in the saved ``disk_vectors.npy`` (memory-mapped read-only); rows
+        added later go to a temporary file in ``disk_dir``."""
+        return load_store(cls, path, verify, disk_dir)
 
 
 def _has_codes(spec: str) -> bool:

@@ -1,6 +1,7 @@
 """Persistence of a :class:`~retgen_engine.docstore.DocumentStore`: a directory with the faiss
 index, the vectors (``vectors.npy``), refine codes (``codes.npy`` + ``refine_codec.faiss``) or,
-with in-index codes, each record's IVF list number (``lists.npy``), the int ids, the records in
+with in-index codes, each record's IVF list number (``lists.npy``) and optionally float16
+vectors (``disk_vectors.npy``, memory-mapped on load), the int ids, the records in
 SQLite and a versioned ``manifest.json`` holding every file's sha256. Written to a temp
 directory and renamed into place; never pickled.
 """
@@ -19,6 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from .config import IndexConfig
+from .diskvectors import DiskVectors
 from .index import FaissIndex, drop_precomputed_table
 from .store import atomic_write_text, sha256_file
 
@@ -28,6 +30,7 @@ FORMAT = "retgen-docstore"
 FORMAT_VERSION = 1          # raw vectors (vectors.npy)
 CODES_FORMAT_VERSION = 2    # refine codes (codes.npy + refine_codec.faiss), no raw vectors
 IN_INDEX_FORMAT_VERSION = 3  # codes only in index.faiss (+ lists.npy), no raw vectors
+DISK_FILE = "disk_vectors.npy"  # float16 unit vectors (DocumentStore(disk_vectors=True))
 VERSIONS = (FORMAT_VERSION, CODES_FORMAT_VERSION, IN_INDEX_FORMAT_VERSION)
 
 
@@ -71,6 +74,8 @@ def _write_files(store, d: Path) -> dict:
                  "codes": "codes.npy"}
     elif store._in_index:  # the index holds the only codes; rows hold their IVF list number
         np.save(d / "lists.npy", store._vecs[:n], allow_pickle=False)
+        if store._disk is not None:
+            store._disk.save(d / DISK_FILE)
     else:
         np.save(d / "vectors.npy", store._vecs[:n], allow_pickle=False)
     np.save(d / "int_ids.npy", store._row_ids[:n], allow_pickle=False)
@@ -89,12 +94,17 @@ def _write_files(store, d: Path) -> dict:
             "vector_dtype": store.vector_dtype, "refine_factor": store.refine_factor,
             "retrain_growth": store.retrain_growth, "refine_codes": store.refine_codes,
             "refine_codec": codec, "in_index_codes": bool(store._in_index),
+            "disk_vectors": store.disk_vectors,
+            "disk_vectors_file": DISK_FILE if store._disk is not None else None,
             "index_config": store.index_config.model_dump(), "index": index,
             "files": files, "extra": store.extra, "saved_at": time.time()}
 
 
-def load_store(cls, path: str | os.PathLike, verify: bool = True):
-    """A ``cls`` (DocumentStore) read from ``path``, checksums verified unless ``verify=False``."""
+def load_store(cls, path: str | os.PathLike, verify: bool = True,
+               disk_dir: str | os.PathLike | None = None):
+    """A ``cls`` (DocumentStore) read from ``path``, checksums verified unless ``verify=False``.
+    A store with disk vectors memory-maps its ``disk_vectors.npy`` read-only; rows added later
+    go to a temporary file in ``disk_dir``."""
     path = Path(path)
     m = read_manifest(path)
     if verify:
@@ -103,7 +113,8 @@ def load_store(cls, path: str | os.PathLike, verify: bool = True):
                 raise ValueError(f"docstore file {str(path / name)!r} does not match its "
                                  "checksum in manifest.json (corrupt or modified)")
     s = cls(m["dim"], IndexConfig(**m["index_config"]), m["vector_dtype"],
-            m["refine_factor"], m["retrain_growth"], m.get("refine_codes", "auto"))
+            m["refine_factor"], m["retrain_growth"], m.get("refine_codes", "auto"),
+            bool(m.get("disk_vectors", False)), disk_dir)
     s.extra = dict(m.get("extra") or {})
     codec = m.get("refine_codec")
     if codec is not None:
@@ -123,6 +134,11 @@ def load_store(cls, path: str | os.PathLike, verify: bool = True):
         if s._vecs.ndim != 1 or s._vecs.dtype.kind not in "iu":
             raise ValueError(f"docstore at {str(path)!r}: lists.npy has shape {s._vecs.shape} "
                              f"({s._vecs.dtype}), expected one integer list number per record")
+        if m.get("disk_vectors_file"):
+            s._disk = DiskVectors.open(path / m["disk_vectors_file"], s.dim, s.disk_dir)
+            if len(s._disk) != len(s._vecs):
+                raise ValueError(f"docstore at {str(path)!r}: {len(s._disk)} disk vectors for "
+                                 f"{len(s._vecs)} records")
     else:
         s._vecs = np.load(path / "vectors.npy", allow_pickle=False)
     s._row_ids = np.load(path / "int_ids.npy", allow_pickle=False).astype(np.int64)
@@ -135,7 +151,8 @@ def load_store(cls, path: str | os.PathLike, verify: bool = True):
         ix = m["index"]
         s._index = FaissIndex.load(path / ix["file"], ix["spec"], ix["default_nprobe"],
                                    mmap=False,
-                                   precomputed_table=s.index_config.precomputed_table)
+                                   precomputed_table=s.index_config.precomputed_table,
+                                   ip_scan=s.index_config.ip_scan)
         s._trained_n = int(ix["trained_n"])
     ntot = s._index.ntotal if s._index is not None else 0
     if not (len(s._records) == s._nrows == ntot == m["count"]):

@@ -105,10 +105,83 @@ def _nlist_of(index) -> int:
         return 0
 
 
+class _IPScan:
+    """An inner-product view of an L2 residual IVF-PQ index: the same quantizer, PQ and
+    inverted lists (shared, not copied), searched with ``search_preassigned`` after an L2
+    probe. For unit vectors ``x = c + r`` the L2 order is the order of ``<q, c> + <q, r>``
+    up to ``|x^|^2``; faiss scores that inner product with one query table for every list,
+    where L2 without faiss' (nlist * M * 256-float) precomputed table needs one per list."""
+
+    def __init__(self, ivf):
+        import faiss
+
+        self.ivf = ivf
+        self.view = faiss.IndexIVFPQ(ivf.quantizer, ivf.d, ivf.nlist, ivf.pq.M, ivf.pq.nbits,
+                                     faiss.METRIC_INNER_PRODUCT)
+        self.view.pq = ivf.pq  # a copy of the codebooks (M * 2^nbits * dsub floats)
+        self.view.replace_invlists(ivf.invlists, False)
+        self.view.is_trained = True
+        cent = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+        self.cnorm = np.einsum("ij,ij->i", cent, cent).astype(np.float32)
+
+    @staticmethod
+    def applies(index) -> bool:
+        import faiss
+
+        ivf = faiss.downcast_index(index)
+        return (isinstance(ivf, faiss.IndexIVFPQ) and ivf.by_residual and ivf.is_trained
+                and ivf.metric_type == faiss.METRIC_L2 and ivf.pq.nbits == 8)
+
+    def nbytes(self) -> int:
+        return int(self.view.pq.centroids.size()) * 4 + self.cnorm.nbytes
+
+    def search(self, q: np.ndarray, k: int, nprobe: int, selector,
+               store_pairs: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(D, I) as L2 distances (exact for unit ``x``); with ``store_pairs`` I holds
+        ``list << 32 | offset`` instead of ids."""
+        import faiss
+
+        Dq, Iq = self.ivf.quantizer.search(q, nprobe)
+        qn = np.einsum("ij,ij->i", q, q)[:, None]
+        cip = np.ascontiguousarray((qn + self.cnorm[Iq] - Dq) / 2, dtype=np.float32)  # <q, c>
+        S = np.empty((len(q), k), dtype=np.float32)
+        I = np.empty((len(q), k), dtype=np.int64)
+        params = (faiss.SearchParametersIVF(nprobe=nprobe, sel=selector) if selector is not None
+                  else faiss.SearchParametersIVF(nprobe=nprobe))
+        self.view.ntotal = self.ivf.ntotal
+        self.view.search_preassigned_c(len(q), faiss.swig_ptr(q), k, faiss.swig_ptr(Iq),
+                                       faiss.swig_ptr(cip), faiss.swig_ptr(S), faiss.swig_ptr(I),
+                                       store_pairs, params)
+        D = np.where(I >= 0, qn + 1.0 - 2.0 * S, np.float32(np.inf)).astype(np.float32)
+        return D, I
+
+    def search_and_reconstruct(self, q: np.ndarray, k: int, nprobe: int):
+        """(D, I, R) for one query, the hits decoded straight from their (list, offset)."""
+        import faiss
+
+        D, P = self.search(q, k, nprobe, None, store_pairs=True)
+        ids = np.full(P.shape, -1, dtype=np.int64)
+        R = np.zeros(P.shape + (self.ivf.d,), dtype=np.float32)
+        inv = self.ivf.invlists
+        for j, p in enumerate(P[0].tolist()):
+            if p >= 0:
+                lst, off = p >> 32, p & 0xFFFFFFFF
+                ids[0, j] = inv.get_single_id(lst, off)
+                self.ivf.reconstruct_from_offset(lst, off, faiss.swig_ptr(R[0, j]))
+        return D, ids, R
+
+
 class FaissIndex(VectorIndex):
     def __init__(self, index, spec: str, default_nprobe: int = 16,
-                 mapped_from: Optional[Path] = None):
+                 mapped_from: Optional[Path] = None, ip_scan: bool = False):
+        import faiss
+
         self.index = index
+        # ip_scan: only for a plain 8-bit residual IVF-PQ over L2 (else ignored, logged)
+        self._ip = _IPScan(faiss.downcast_index(index)) if ip_scan and _IPScan.applies(index) \
+            else None
+        if ip_scan and self._ip is None:
+            log.info("ip_scan does not apply to %s; searching it by L2", spec)
         # faiss cannot re-serialize an index whose lists are memory-mapped: keep its file.
         self.mapped_from = mapped_from
         self.spec = spec
@@ -154,11 +227,12 @@ class FaissIndex(VectorIndex):
 
         for s in tqdm(range(0, n, step), desc="indexing", unit="chunk", disable=not progress):
             index.add_with_ids(vectors[s:s + step], ids[s:s + step])
-        return cls(index, spec, min(cfg.nprobe, nl) if nl else cfg.nprobe)
+        return cls(index, spec, min(cfg.nprobe, nl) if nl else cfg.nprobe, ip_scan=cfg.ip_scan)
 
     @classmethod
     def load(cls, path: str | os.PathLike, spec: str, default_nprobe: int = 16,
-             mmap: bool = True, precomputed_table: bool = True) -> "FaissIndex":
+             mmap: bool = True, precomputed_table: bool = True,
+             ip_scan: bool = False) -> "FaissIndex":
         import faiss
 
         flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
@@ -180,7 +254,7 @@ class FaissIndex(VectorIndex):
                 inv.prefetch_nthread = 0
         if not precomputed_table:  # faiss rebuilds the table on read
             drop_precomputed_table(index)
-        return cls(index, spec, default_nprobe, mapped_from=mapped)
+        return cls(index, spec, default_nprobe, mapped_from=mapped, ip_scan=ip_scan)
 
     def _params(self, nprobe: Optional[int], selector):
         import faiss
@@ -202,11 +276,18 @@ class FaissIndex(VectorIndex):
         if q.shape[1] != self.dim:
             raise ValueError(f"query dimension {q.shape[1]} does not match the index ({self.dim})")
         params = self._params(nprobe, selector)
+        if self._ip is not None:
+            return self._ip.search(q, k, params.nprobe, selector)
         if params is None:
             D, I = self.index.search(q, k)
         else:
             D, I = self.index.search(q, k, params=params)
         return D, I
+
+    @property
+    def ip_scan(self) -> bool:
+        """True when IVF-PQ lists are scanned by inner product (``IndexConfig.ip_scan``)."""
+        return self._ip is not None
 
     def search_and_reconstruct(self, query, k, nprobe=None):
         """``(D, I, R)`` for one query: :meth:`search` plus the hits' vectors decoded from the
@@ -215,6 +296,8 @@ class FaissIndex(VectorIndex):
         if k <= 0 or q.shape != (1, self.dim):
             raise ValueError(f"k={k} must be >= 1 and the query one {self.dim}-d vector")
         params = self._params(nprobe, None)
+        if self._ip is not None:
+            return self._ip.search_and_reconstruct(q, k, params.nprobe)
         if params is None:
             return self.index.search_and_reconstruct(q, k)
         return self.index.search_and_reconstruct(q, k, params=params)
@@ -293,9 +376,11 @@ class FaissIndex(VectorIndex):
         os.replace(tmp, path)
 
     def nbytes(self) -> int:
-        """The index file's bytes plus faiss' precomputed IVF-PQ table, which lives in RAM."""
+        """The index file's bytes plus faiss' precomputed IVF-PQ table, which lives in RAM,
+        plus the inner-product view's codebook copy and centroid norms (``ip_scan``)."""
         import faiss
 
+        ip = self._ip.nbytes() if self._ip is not None else 0
         if self.mapped_from is not None:
-            return self.mapped_from.stat().st_size + table_bytes(self.index)
-        return int(faiss.serialize_index(self.index).nbytes) + table_bytes(self.index)
+            return self.mapped_from.stat().st_size + table_bytes(self.index) + ip
+        return int(faiss.serialize_index(self.index).nbytes) + table_bytes(self.index) + ip

@@ -142,3 +142,39 @@ def test_add_with_precomputed_lists_matches_plain_add():
         b.add_with_ids(new[:5], ids[:5] + 5000, lists=lists[:3])
     with pytest.raises(KeyError, match="not in IVF list"):
         b.reconstruct_from_lists([999_999], [0])
+
+
+def test_ip_scan_scores_the_same_codes_by_inner_product(tmp_path):
+    """ip_scan: the same lists and codes, scanned by <q, x^> after an L2 probe; distances are
+    |q|^2 + 1 - 2 <q, x^>; selectors, removals, reconstruction and persistence carry over."""
+    x = clustered(20_000, 64)
+    q = clustered(40, 64, seed=3)
+    cfg = IndexConfig(pq_threshold=10_000, pq_nsplits=32, pq_nbits=8, nlist=128,
+                      precomputed_table=False)
+    l2 = FaissIndex.build(x, np.arange(len(x)), cfg)
+    ip = FaissIndex.build(x, np.arange(len(x)), cfg.model_copy(update={"ip_scan": True}))
+    assert ip.ip_scan and not l2.ip_scan and ip.spec == l2.spec
+    assert ip.nbytes() == l2.nbytes() + 32 * 256 * 2 * 4 + 128 * 4  # codebook copy + norms
+    D, I = ip.search(q, 10, nprobe=16)
+    dec = ip.index.sa_decode(ip.index.sa_encode(x[I.ravel()])).reshape(40, 10, 64)
+    want = 2.0 - 2.0 * np.einsum("qkd,qd->qk", dec, q)
+    assert np.allclose(D, want, atol=1e-4) and (np.diff(D, axis=1) >= -1e-6).all()
+    # exhaustive probing: the IP top-k is the exact top-k of <q, x^> over every code
+    allx = ip.index.sa_decode(ip.index.sa_encode(x))
+    _, I_all = ip.search(q, 5, nprobe=128)
+    assert (np.sort(I_all, 1) == np.sort(np.argsort(-(q @ allx.T), 1)[:, :5], 1)).all()
+    assert recall_at(ip, x, q, 10, nprobe=16) >= recall_at(l2, x, q, 10, nprobe=16) - 0.05
+    sel = faiss.IDSelectorRange(0, 5000)
+    assert (ip.search(q, 10, nprobe=128, selector=sel)[1] < 5000).all()
+    D2, I2, R2 = ip.search_and_reconstruct(q[:1], 10, nprobe=16)
+    assert (I2 == I[:1]).all() and np.allclose(D2, D[:1]) and np.allclose(R2[0], dec[0], atol=1e-6)
+    ip.remove_ids(I[0, :3])  # shared lists: removals show in the inner-product scan
+    assert not set(I[0, :3]) & set(ip.search(q[:1], 10, nprobe=16)[1][0])
+    ip.add_with_ids(-x[:1], np.array([99_999]))
+    assert ip.search(-x[:1], 1, nprobe=128)[1][0, 0] == 99_999
+    ip.save(tmp_path / "i.faiss")
+    back = FaissIndex.load(tmp_path / "i.faiss", ip.spec, mmap=False, precomputed_table=False,
+                           ip_scan=True)
+    assert back.ip_scan and (back.search(q, 10, nprobe=16)[1] == ip.search(q, 10, nprobe=16)[1]).all()
+    flat = FaissIndex.build(x[:500], np.arange(500), cfg.model_copy(update={"ip_scan": True}))
+    assert not flat.ip_scan  # exact below the thresholds: ip_scan does not apply

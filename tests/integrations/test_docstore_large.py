@@ -118,7 +118,7 @@ def test_large_store_config_fits_minilm():
     kw = large_store_kwargs("refine-sq8")
     assert kw["refine_codes"] == "SQ8" and kw["index_config"].nprobe == 64
     assert large_store_kwargs()["refine_codes"] == "index"
-    with pytest.raises(ValueError, match="profile='tiny'; allowed: compact, balanced, refine-pq"):
+    with pytest.raises(ValueError, match="profile='tiny'; allowed: compact, balanced, compact-disk, refine-pq"):
         large_store_kwargs("tiny")
     with pytest.raises(ValueError, match="refine_codes"):
         DocumentStore(refine_codes="")
@@ -136,9 +136,9 @@ def test_balanced_profile_sq8_codes_rescore_closer_to_exact(large):
 
 # -- in-index codes (the "compact"/"balanced" profiles): one representation, no refine stage --
 
-def _in_index_cfg(m=DIM // 2):
+def _in_index_cfg(m=DIM // 2, ip_scan=False):
     return IndexConfig(exact_threshold=2000, pq_threshold=4000, pq_nsplits=m, pq_nbits=8,
-                       nprobe=16, train_size=12_000, precomputed_table=False)
+                       nprobe=16, train_size=12_000, precomputed_table=False, ip_scan=ip_scan)
 
 
 @pytest.fixture(scope="module")
@@ -231,13 +231,149 @@ def test_in_index_codes_grow_delete_upsert_without_retraining(tmp_path, monkeypa
     assert t.search(-data[0], 1)[0].id == "new" and t._vecs.dtype == np.uint16
 
 
+def test_in_index_codes_scanned_by_inner_product(in_index):
+    """The profiles' ip_scan: the same codes ranked by <q, x^> (no per-list tables), the top
+    8k re-scored; as good as the L2 scan's top 4k, with filters and decoded vectors."""
+    s, base, queries = in_index
+    t = DocumentStore(index_config=_in_index_cfg(ip_scan=True), refine_codes="index",
+                      refine_factor=8)
+    for b in range(0, N, 3000):
+        t.upsert([f"d{i}" for i in range(b, b + 3000)], [f"t{i}" for i in range(b, b + 3000)],
+                 base[b:b + 3000], [{"g": i % 2} for i in range(b, b + 3000)])
+    assert t._index.ip_scan and not s._index.ip_scan and t.spec == s.spec
+    r_ip, r_l2 = _recall(t, base, queries), _recall(s, base, queries)
+    assert r_ip >= 0.9 and r_ip >= r_l2 - 0.01, (r_ip, r_l2)
+    hits = t.search(queries[0], 5, with_vectors=True)
+    assert np.allclose([2 - 2 * h.vector @ queries[0] for h in hits],
+                       [h.distance for h in hits], atol=1e-5)
+    assert np.allclose(hits[0].vector, t.vectors([hits[0].id])[0], atol=1e-6)
+    f = t.search(queries[1], 10, filter={"g": 0})
+    assert len(f) == 10 and all(h.metadata["g"] == 0 for h in f)
+
+
 def test_in_index_profiles():
     c, b = large_store_kwargs("compact"), large_store_kwargs("balanced")
     assert c["refine_codes"] == b["refine_codes"] == "index"
     assert (c["index_config"].pq_nsplits, b["index_config"].pq_nsplits) == (128, 192)
     assert not c["index_config"].fast_scan and c["index_config"].pq_nbits == 8
+    assert c["index_config"].ip_scan and b["index_config"].ip_scan and c["refine_factor"] == 8
     assert not c["index_config"].precomputed_table and large_store_kwargs("refine-pq")[
         "index_config"].precomputed_table  # 4-bit fast-scan candidates: a small table
     assert large_store_kwargs("compact", dim=64)["index_config"].pq_nsplits == 16  # 64/3 -> 16
     assert large_store_kwargs("refine-pq")["refine_codes"] == "auto"
     assert in_index_nlist(80_000) == 2051 and in_index_nlist(1_000_000) == 16_000
+
+
+# -- disk vectors (the "compact-disk" profile): codes in RAM, float16 rows on disk ------------
+
+def test_disk_vectors_file_append_get_select_save(tmp_path):
+    from retgen_engine.diskvectors import DiskVectors
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
+    d = DiskVectors(8, tmp_path)
+    d.append(a)
+    d.append(b)
+    allv = np.concatenate([a, b]).astype(np.float16).astype(np.float32)
+    assert len(d) == 80 and d.disk_bytes() == 80 * 8 * 2
+    assert np.array_equal(d.get([79, 0, 0, 51]), allv[[79, 0, 0, 51]])
+    assert list(tmp_path.iterdir()) == []  # an anonymous file: nothing left behind
+    keep = np.arange(80) % 3 != 0
+    e = d.select(keep)
+    assert np.array_equal(e.get(np.arange(len(e))), allv[keep])
+    e.save(tmp_path / "v.npy")
+    f = DiskVectors.open(tmp_path / "v.npy", 8)  # base memory-mapped, appends in a temp file
+    f.append(a[:2])
+    assert len(f) == keep.sum() + 2 and np.array_equal(f.get([0, len(f) - 1]),
+                                                       np.stack([allv[keep][0], allv[1]]))
+    assert np.array_equal(np.load(tmp_path / "v.npy"), allv[keep].astype(np.float16))
+    f.evict_cache()
+    assert np.array_equal(f.get([len(f) - 2]), allv[:1])
+    with pytest.raises(ValueError, match=r"shape \(3, 7\); expected \[n, 8\]"):
+        d.append(np.zeros((3, 7)))
+    with pytest.raises(IndexError, match=r"\[0, 80\)"):
+        d.get([80])
+    with pytest.raises(ValueError, match="expected \\[n, 4\\] float16"):
+        DiskVectors.open(tmp_path / "v.npy", 4)
+
+
+def _disk_store(tmp_path, disk=True, m=DIM // 8):
+    s = DocumentStore(index_config=_in_index_cfg(m, ip_scan=True), refine_codes="index",
+                      refine_factor=8, disk_vectors=disk, disk_dir=tmp_path if disk else None)
+    return s
+
+
+def test_disk_vectors_rescore_candidates_exactly(tmp_path):
+    data = _clustered(N + 100, seed=5)
+    base, queries = data[:N], data[N:]
+    stores = {}
+    for disk in (False, True):  # 8-byte codes: coarse in RAM, so re-scoring is what matters
+        s = _disk_store(tmp_path, disk)
+        for b in range(0, N, 3000):
+            s.upsert([f"d{i}" for i in range(b, b + 3000)], ["t"] * 3000, base[b:b + 3000],
+                     [{"g": i % 2} for i in range(b, b + 3000)])
+        stores[disk] = s
+    codes, disk = stores[False], stores[True]
+    assert disk._in_index and disk.spec == codes.spec
+    assert disk.nbytes() == codes.nbytes()  # RAM: the same codes, ids and list numbers
+    assert disk.disk_bytes() == N * DIM * 2 and codes.disk_bytes() == 0
+    r_codes, r_disk = _recall(codes, base, queries), _recall(disk, base, queries)
+    assert r_disk >= 0.97 and r_disk > r_codes + 0.05, (r_disk, r_codes)
+    v = disk.vectors(["d5", "d11000"])  # float16 copies: near exact, unit norm
+    assert np.all(np.sum(v * base[[5, 11000]], axis=1) > 0.9995)
+    hits = disk.search(queries[0], 5, with_vectors=True)
+    assert np.allclose([2 - 2 * h.vector @ queries[0] for h in hits],
+                       [h.distance for h in hits], atol=1e-5)
+    f = disk.search(queries[1], 10, filter={"g": 1})
+    assert len(f) == 10 and all(h.metadata["g"] == 1 for h in f)
+    assert len({h.id for h in disk.max_marginal_relevance(queries[0], k=5, fetch_k=20)}) == 5
+    before = [h.id for h in disk.search(queries[2], K)]
+    disk.evict_disk_cache()  # cold reads give the same answers
+    assert [h.id for h in disk.search(queries[2], K)] == before
+    assert list(tmp_path.iterdir()) == []  # the rows live in an anonymous temp file
+
+
+def test_disk_vectors_grow_delete_persist(tmp_path):
+    data = _clustered(N + 500, seed=6)
+    s = _disk_store(None)
+    s.upsert([f"d{i}" for i in range(N)], ["t"] * N, data[:N])
+    s.upsert([f"d{i}" for i in range(N, N + 500)], ["t"] * 500, data[N:])  # appended rows
+    assert s.search(data[N + 9], 1)[0].id == f"d{N + 9}"
+    s.upsert(["d3"], ["moved"], -data[3])
+    assert s.delete(["d4", "missing"]) == 1
+    assert s.search(-data[3], 1)[0].id == "d3" and s.vectors(["d3"])[0] @ -data[3] > 0.9995
+    out = s.save(tmp_path / "st")  # compacts: dead rows leave the disk file too
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format_version"] == IN_INDEX_FORMAT_VERSION and m["disk_vectors"] is True
+    arr = np.load(out / m["disk_vectors_file"])
+    assert arr.dtype == np.float16 and arr.shape == (len(s), DIM) == (N + 499, DIM)
+    assert s.disk_bytes() == arr.nbytes
+    t = DocumentStore.load(out, disk_dir=tmp_path)
+    assert t.disk_vectors and t.disk_bytes() == s.disk_bytes() and t.nbytes() == s.nbytes()
+    for q in (data[100], -data[3], data[N + 1]):
+        assert [h.id for h in t.search(q, K)] == [h.id for h in s.search(q, K)]
+    t.upsert(["new"], ["n"], -data[7:8])  # goes to a temp file, not into the saved store
+    t.delete(["d8"])
+    assert t.search(-data[7], 1)[0].id == "new" and np.allclose(t.vectors(["new"]), -data[7],
+                                                                 atol=1e-3)
+    u = DocumentStore.load(out)  # checksums still verify: the saved files were not touched
+    assert len(u) == N + 499 and "new" not in u.ids()
+    t.save(out)  # replaces the store the loaded one memory-maps (on POSIX the mapping stays)
+    w = DocumentStore.load(out)
+    assert len(w) == N + 499 and w.search(-data[7], 1)[0].id == "new"
+    assert np.load(out / "disk_vectors.npy").shape == (N + 499, DIM)
+
+
+def test_disk_vectors_bad_input_and_profile(tmp_path):
+    with pytest.raises(ValueError, match="disk_vectors=True needs refine_codes='index'"):
+        DocumentStore(disk_vectors=True)
+    with pytest.raises(ValueError, match="disk_dir='/no/such/dir' is not a directory"):
+        DocumentStore(refine_codes="index", disk_vectors=True, disk_dir="/no/such/dir")
+    with pytest.raises(TypeError, match="disk_vectors='yes' must be a bool"):
+        DocumentStore(refine_codes="index", disk_vectors="yes")
+    kw = large_store_kwargs("compact-disk", disk_dir=str(tmp_path))
+    assert kw["disk_vectors"] is True and kw["disk_dir"] == str(tmp_path)
+    assert kw["index_config"] == large_store_kwargs("compact")["index_config"]
+    s = DocumentStore(**kw)
+    s.upsert(["a"], ["t"], np.ones((1, 384)))  # exact while small: no disk rows yet
+    assert s.disk_bytes() == 0 and s.search(np.ones(384), 1)[0].id == "a"
