@@ -76,12 +76,15 @@ class IndexConfig(BaseModel):
     #: use faiss' 4-bit fast-scan IVF-PQ codes ("IVF..,PQ{m}x4fs"); forces pq_nbits=4.
     fast_scan: bool = False
     #: IVF-PQ (L2, residual codes): keep faiss' precomputed distance table in RAM (nlist * M *
-    #: 2^nbits floats, rebuilt on load; faster search). Counted by ``FaissIndex.nbytes()``.
-    precomputed_table: bool = True
+    #: 2^nbits floats, rebuilt on load). Counted by ``FaissIndex.nbytes()``. Off by default:
+    #: the same results, and for the LM indexes (PQ48, nprobe 16) no slower
+    #: (``benchmarks/results/lm_index_scan_*.md``), at 4x less index RAM.
+    precomputed_table: bool = False
     #: IVF-PQ over unit vectors: rank a list's codes by the inner product with the query (one
     #: query table for all lists) instead of L2 (a table per probed list when
     #: ``precomputed_table`` is off). Same codes and lists; distances come back as
-    #: ``|q|^2 + 1 - 2 <q, x>`` (exact for unit ``x``). See ``FaissIndex`` ("ip_scan").
+    #: ``|q|^2 + 1 - 2 <q, x>`` (exact for unit ``x``); faiss' L2 table is then dropped.
+    #: Measured in ``benchmarks/results/lm_index_scan_*.md`` and ``vectorstore.md``.
     ip_scan: bool = False
     #: vectors used to train IVF/PQ (sampled); None = faiss' own default cap.
     train_size: Optional[int] = Field(200_000, ge=1)

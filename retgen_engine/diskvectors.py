@@ -15,6 +15,7 @@ crash). Reads use ``os.pread``, which is safe from several threads.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -59,12 +60,14 @@ class DiskVectors:
         rows = np.asarray(rows)
         if rows.ndim != 2 or rows.shape[1] != self.dim:
             raise ValueError(f"rows have shape {rows.shape}; expected [n, {self.dim}]")
-        data = np.ascontiguousarray(rows, dtype=DTYPE).tobytes()
         off = self._ntail * self._row_bytes
-        done = 0
-        while done < len(data):  # pwrite may write less than asked
-            done += os.pwrite(self._file.fileno(), data[done:], off + done)
-        self._ntail += len(rows)
+        for s in range(0, len(rows), _CHUNK):  # bounded copies; pwrite may write less
+            data = memoryview(np.ascontiguousarray(rows[s:s + _CHUNK], dtype=DTYPE)).cast("B")
+            done = 0
+            while done < len(data):
+                done += os.pwrite(self._file.fileno(), data[done:], off + done)
+            off += len(data)
+        self._ntail += len(rows)  # rows past _ntail from a failed append are overwritten later
 
     def get(self, rows: np.ndarray) -> np.ndarray:
         """float32 [len(rows), dim] for the given row numbers (any order, repeats allowed)."""
@@ -104,12 +107,21 @@ class DiskVectors:
             s += len(block)
         return out
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write every row to the ``.npy`` file ``path`` (the caller renames it into place)."""
+    def save(self, path: str | os.PathLike, keep: Optional[np.ndarray] = None) -> Path:
+        """Write the rows (where the boolean mask ``keep`` is true, if given) to the ``.npy``
+        file ``path`` (the caller renames it into place)."""
         path = Path(path)
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=DTYPE, shape=(len(self), self.dim))
-        s = 0
+        keep = None if keep is None else np.asarray(keep, dtype=bool)
+        if keep is not None and len(keep) != len(self):
+            raise ValueError(f"mask has {len(keep)} entries for {len(self)} rows")
+        n = len(self) if keep is None else int(keep.sum())
+        out = np.lib.format.open_memmap(path, mode="w+", dtype=DTYPE, shape=(n, self.dim))
+        s = r = 0
         for block in self.iter_chunks():
+            m = len(block)
+            if keep is not None:
+                block = block[keep[r:r + m]]
+            r += m
             out[s:s + len(block)] = block
             s += len(block)
         out.flush()
@@ -127,12 +139,27 @@ class DiskVectors:
         next reads come from disk (cold-read benchmarks; Linux ``posix_fadvise``)."""
         fd = self._file.fileno()
         os.fsync(fd)
-        if hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if not hasattr(os, "posix_fadvise"):
+            return
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        base = self._base
+        if base is not None and getattr(base, "filename", None):
+            mm = getattr(base, "_mmap", None)
+            if mm is not None and hasattr(mm, "madvise"):  # unmap our pages, then drop them
+                mm.madvise(mmap.MADV_DONTNEED)
+            try:  # the file may have been renamed since it was mapped (a save's temp dir)
+                bfd = os.open(base.filename, os.O_RDONLY)
+            except OSError:
+                return
+            try:
+                os.posix_fadvise(bfd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(bfd)
 
     def close(self) -> None:
         self._file.close()
         self._base = None
+        self._nbase = self._ntail = 0
 
 
 __all__ = ["DiskVectors"]

@@ -60,7 +60,8 @@ from . import refine
 from .config import IndexConfig
 from .docranking import (energy_rerank, energy_scores, freq_prior, mmr_select, normalize_rows,
                          relevance, unit_rows)
-from .docstore_io import (CODES_FORMAT_VERSION, FORMAT, FORMAT_VERSION, IN_INDEX_FORMAT_VERSION,
+from .docstore_io import (CODES_FORMAT_VERSION, DISK_FORMAT_VERSION, FORMAT, FORMAT_VERSION,
+                          IN_INDEX_FORMAT_VERSION,
                           load_store, read_manifest, save_store)
 from .diskvectors import DiskVectors
 from .energy import EnergyModel
@@ -238,11 +239,11 @@ class DocumentStore:
             if self.dim is None:
                 self.dim = int(v.shape[1])
                 self._vecs = np.zeros((0, self.dim), dtype=self.vector_dtype)
-            self._remove_int_ids([self._id_map[x] for x in ids if x in self._id_map])
             iids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
-            self._next_id += n
             lists = self._index.assign(v) if self._in_index else None  # assigned once
-            self._append_rows(v, iids, lists)
+            self._append_rows(v, iids, lists)  # first: a disk error leaves the store as it was
+            self._next_id += n
+            self._remove_int_ids([self._id_map[x] for x in ids if x in self._id_map])
             for x, t, m, iid in zip(ids, texts, metadatas, iids.tolist()):
                 self._id_map[x] = iid
                 self._records[iid] = Record(x, t, dict(m or {}))
@@ -287,6 +288,8 @@ class DocumentStore:
 
     def _append_rows(self, v: np.ndarray, iids: np.ndarray,
                      lists: Optional[np.ndarray] = None) -> None:
+        if self._disk is not None:  # the only step that can fail: before any state changes
+            self._disk.append(v)
         need = self._nrows + len(v)
         if need > len(self._vecs):
             cap = max(need, 2 * len(self._vecs), 64)
@@ -295,21 +298,20 @@ class DocumentStore:
             self._alive = _grow(self._alive, cap)
         if self._in_index:
             self._vecs[self._nrows:need] = lists
-            if self._disk is not None:
-                self._disk.append(v)
         else:
             self._vecs[self._nrows:need] = self._codec.sa_encode(v) if self._codec else v
         self._row_ids[self._nrows:need] = iids
         self._alive[self._nrows:need] = True
         self._nrows = need
 
-    def _compact(self) -> None:
+    def _compact(self, disk: Optional[DiskVectors] = None) -> None:
+        """Drop dead rows. ``disk``: the live disk rows, already written (by a save)."""
         live = self._alive[:self._nrows]
+        if self._disk is not None and (disk is not None or not live.all()):
+            old, self._disk = self._disk, disk if disk is not None else self._disk.select(live)
+            old.close()
         if live.all():
             return
-        if self._disk is not None:
-            old, self._disk = self._disk, self._disk.select(live)
-            old.close()
         self._vecs = np.ascontiguousarray(self._vecs[:self._nrows][live])
         self._row_ids = np.ascontiguousarray(self._row_ids[:self._nrows][live])
         self._nrows = len(self._row_ids)
@@ -380,11 +382,12 @@ class DocumentStore:
             self._index, self._trained_n = index, n
             return
         lists = index.assign(vecs)
+        disk = None
+        if self.disk_vectors:  # written before any state changes: a disk error keeps raw rows
+            disk = DiskVectors(self.dim, self.disk_dir)
+            disk.append(vecs)
         self._vecs = lists.astype(np.uint16 if index.nlist <= 1 << 16 else np.int32)
-        self._index, self._trained_n, self._in_index = index, n, True
-        if self.disk_vectors:
-            self._disk = DiskVectors(self.dim, self.disk_dir)
-            self._disk.append(vecs)
+        self._index, self._trained_n, self._in_index, self._disk = index, n, True, disk
         log.info("docstore: %d raw vectors replaced by in-index %s codes in %.2fs "
                  "(trained once)", n, index.spec, time.perf_counter() - t0)
 
@@ -550,4 +553,5 @@ def _grow(a: np.ndarray, cap: int) -> np.ndarray:
 __all__ = ["DocumentStore", "Record", "Hit", "relevance", "mmr_select", "energy_scores",
            "energy_rerank", "freq_prior", "normalize_rows", "read_manifest", "large_store_config",
            "large_store_kwargs", "auto_refine_spec", "LARGE_REFINE_FACTOR", "MIN_CODEC_TRAIN",
-           "FORMAT", "FORMAT_VERSION", "CODES_FORMAT_VERSION", "IN_INDEX_FORMAT_VERSION"]
+           "FORMAT", "FORMAT_VERSION", "CODES_FORMAT_VERSION", "IN_INDEX_FORMAT_VERSION",
+           "DISK_FORMAT_VERSION"]

@@ -30,8 +30,9 @@ FORMAT = "retgen-docstore"
 FORMAT_VERSION = 1          # raw vectors (vectors.npy)
 CODES_FORMAT_VERSION = 2    # refine codes (codes.npy + refine_codec.faiss), no raw vectors
 IN_INDEX_FORMAT_VERSION = 3  # codes only in index.faiss (+ lists.npy), no raw vectors
+DISK_FORMAT_VERSION = 4     # version 3 + float16 vectors on disk (disk_vectors.npy)
 DISK_FILE = "disk_vectors.npy"  # float16 unit vectors (DocumentStore(disk_vectors=True))
-VERSIONS = (FORMAT_VERSION, CODES_FORMAT_VERSION, IN_INDEX_FORMAT_VERSION)
+VERSIONS = (FORMAT_VERSION, CODES_FORMAT_VERSION, IN_INDEX_FORMAT_VERSION, DISK_FORMAT_VERSION)
 
 
 def save_store(store, path: str | os.PathLike) -> Path:
@@ -45,7 +46,10 @@ def save_store(store, path: str | os.PathLike) -> Path:
     tmp.mkdir()
     try:
         with store._lock:
-            store._compact()
+            if store._disk is not None:
+                _write_disk_rows(store, tmp)
+            else:
+                store._compact()
             manifest = _write_files(store, tmp)
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2))
         old = None
@@ -62,6 +66,18 @@ def save_store(store, path: str | os.PathLike) -> Path:
     return path
 
 
+def _write_disk_rows(store, d: Path) -> None:
+    """Write the live disk rows to ``d/disk_vectors.npy`` and compact the store onto them: it
+    then reads that file (memory-mapped; it stays valid through the rename) and the previous
+    rows' file is released (no second copy left behind)."""
+    n = store._nrows
+    if len(store._disk) != n:
+        raise RuntimeError(f"docstore holds {len(store._disk)} disk vectors for {n} rows; "
+                           "refusing to save an inconsistent store")
+    store._disk.save(d / DISK_FILE, keep=store._alive[:n])
+    store._compact(disk=DiskVectors.open(d / DISK_FILE, store.dim, store.disk_dir))
+
+
 def _write_files(store, d: Path) -> dict:
     import faiss
 
@@ -74,8 +90,9 @@ def _write_files(store, d: Path) -> dict:
                  "codes": "codes.npy"}
     elif store._in_index:  # the index holds the only codes; rows hold their IVF list number
         np.save(d / "lists.npy", store._vecs[:n], allow_pickle=False)
-        if store._disk is not None:
-            store._disk.save(d / DISK_FILE)
+        if store.disk_vectors and (store._disk is None or len(store._disk) != n):
+            raise RuntimeError("docstore with disk_vectors=True has no disk rows for its "
+                               f"{n} records; refusing to save an inconsistent store")
     else:
         np.save(d / "vectors.npy", store._vecs[:n], allow_pickle=False)
     np.save(d / "int_ids.npy", store._row_ids[:n], allow_pickle=False)
@@ -88,6 +105,7 @@ def _write_files(store, d: Path) -> dict:
     files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(d.iterdir())}
     version = (CODES_FORMAT_VERSION if codec is not None else
+               DISK_FORMAT_VERSION if store._disk is not None else
                IN_INDEX_FORMAT_VERSION if store._in_index else FORMAT_VERSION)
     return {"format": FORMAT, "format_version": version, "dim": store.dim,
             "count": len(store._records), "next_id": store._next_id,

@@ -148,7 +148,8 @@ class RetgenEngine:
         index = FaissIndex.load(d / m["index"]["file"], m["index"]["spec"],
                                 default_nprobe=min(config.index.nprobe, m["index"]["nlist"] or
                                                    config.index.nprobe), mmap=mmap,
-                                precomputed_table=config.index.precomputed_table)
+                                precomputed_table=config.index.precomputed_table,
+                                ip_scan=config.index.ip_scan)
         if index.dim != enc_info["dim"] or index.ntotal != m["index"]["ntotal"]:
             raise ModelFormatError(f"index file of {str(d)!r} does not match its manifest")
         tok = Tokenizer(m["tokenizer"]["mode"], vocab)

@@ -95,7 +95,7 @@ def large_store_config(**overrides: Any) -> IndexConfig:
     """The index configuration for large (10^5-10^7) MiniLM-size stores: exact below 20k,
     IVF-Flat below 50k, then IVF-PQ 48x4-bit fast-scan candidate codes probed 64 lists deep."""
     cfg = dict(exact_threshold=20_000, pq_threshold=50_000, pq_nsplits=48, fast_scan=True,
-               nprobe=64)
+               nprobe=64, precomputed_table=True)  # fast-scan: a small (4-bit) table
     cfg.update(overrides)
     return IndexConfig(**cfg)
 

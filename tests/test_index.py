@@ -109,7 +109,7 @@ def test_precomputed_pq_table_is_counted_or_dropped(tmp_path):
 
     x = clustered(20_000, 64)
     q = clustered(50, 64, seed=1)
-    cfg = IndexConfig(pq_threshold=10_000, pq_nsplits=16, nlist=128)
+    cfg = IndexConfig(pq_threshold=10_000, pq_nsplits=16, nlist=128, precomputed_table=True)
     with_t = FaissIndex.build(x, np.arange(len(x)), cfg)
     without = FaissIndex.build(x, np.arange(len(x)), cfg.model_copy(
         update={"precomputed_table": False}))
@@ -154,7 +154,7 @@ def test_ip_scan_scores_the_same_codes_by_inner_product(tmp_path):
     l2 = FaissIndex.build(x, np.arange(len(x)), cfg)
     ip = FaissIndex.build(x, np.arange(len(x)), cfg.model_copy(update={"ip_scan": True}))
     assert ip.ip_scan and not l2.ip_scan and ip.spec == l2.spec
-    assert ip.nbytes() == l2.nbytes() + 32 * 256 * 2 * 4 + 128 * 4  # codebook copy + norms
+    assert ip.nbytes() == l2.nbytes() + 32 * 256 * 2 * 4  # the view's copy of the codebooks
     D, I = ip.search(q, 10, nprobe=16)
     dec = ip.index.sa_decode(ip.index.sa_encode(x[I.ravel()])).reshape(40, 10, 64)
     want = 2.0 - 2.0 * np.einsum("qkd,qd->qk", dec, q)
@@ -178,3 +178,8 @@ def test_ip_scan_scores_the_same_codes_by_inner_product(tmp_path):
     assert back.ip_scan and (back.search(q, 10, nprobe=16)[1] == ip.search(q, 10, nprobe=16)[1]).all()
     flat = FaissIndex.build(x[:500], np.arange(500), cfg.model_copy(update={"ip_scan": True}))
     assert not flat.ip_scan  # exact below the thresholds: ip_scan does not apply
+    from retgen_engine.index import table_bytes
+
+    t = FaissIndex.build(x, np.arange(len(x)), cfg.model_copy(
+        update={"ip_scan": True, "precomputed_table": True}))
+    assert t.ip_scan and table_bytes(t.index) == 0  # unused by the view: dropped

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from retgen_engine.config import IndexConfig
-from retgen_engine.docstore import (CODES_FORMAT_VERSION, IN_INDEX_FORMAT_VERSION, DocumentStore,
+from retgen_engine.docstore import (CODES_FORMAT_VERSION, DISK_FORMAT_VERSION,
+                                    IN_INDEX_FORMAT_VERSION, DocumentStore,
                                     auto_refine_spec, large_store_config, large_store_kwargs)
 from retgen_engine.index import table_bytes
 from retgen_engine.refine import in_index_nlist
@@ -344,7 +345,7 @@ def test_disk_vectors_grow_delete_persist(tmp_path):
     assert s.search(-data[3], 1)[0].id == "d3" and s.vectors(["d3"])[0] @ -data[3] > 0.9995
     out = s.save(tmp_path / "st")  # compacts: dead rows leave the disk file too
     m = json.loads((out / "manifest.json").read_text())
-    assert m["format_version"] == IN_INDEX_FORMAT_VERSION and m["disk_vectors"] is True
+    assert m["format_version"] == DISK_FORMAT_VERSION and m["disk_vectors"] is True
     arr = np.load(out / m["disk_vectors_file"])
     assert arr.dtype == np.float16 and arr.shape == (len(s), DIM) == (N + 499, DIM)
     assert s.disk_bytes() == arr.nbytes
@@ -377,3 +378,81 @@ def test_disk_vectors_bad_input_and_profile(tmp_path):
     s = DocumentStore(**kw)
     s.upsert(["a"], ["t"], np.ones((1, 384)))  # exact while small: no disk rows yet
     assert s.disk_bytes() == 0 and s.search(np.ones(384), 1)[0].id == "a"
+
+
+def test_disk_vectors_failed_writes_lose_nothing(tmp_path, monkeypatch):
+    """A disk error (ENOSPC) while the store converts to codes, or while an upsert replaces a
+    record, leaves the store as it was: searchable, consistent, savable."""
+    import errno
+
+    from retgen_engine import diskvectors
+
+    data = _clustered(N + 10, seed=8)
+    s = _disk_store(None)
+    s.upsert([f"d{i}" for i in range(3000)], ["t"] * 3000, data[:3000])  # raw rows, exact
+    real = diskvectors.os.pwrite
+
+    def full(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(diskvectors.os, "pwrite", full)
+    with pytest.raises(OSError, match="No space"):  # the upsert that would convert to codes
+        s.upsert([f"d{i}" for i in range(3000, N)], ["t"] * (N - 3000), data[3000:N])
+    assert not s.compressed and s.disk_bytes() == 0 and len(s) == N  # records kept, raw rows
+    assert s.search(data[5000], 1)[0].id == "d5000"
+    monkeypatch.setattr(diskvectors.os, "pwrite", real)
+    s.upsert(["x"], ["t"], data[N:N + 1])  # converts now
+    assert s.compressed and s.disk_bytes() == (N + 1) * DIM * 2
+    monkeypatch.setattr(diskvectors.os, "pwrite", full)
+    with pytest.raises(OSError):
+        s.upsert(["d7"], ["replaced"], -data[7:8])
+    assert s.get(["d7"])[0].text == "t" and s.search(data[7], 1)[0].id == "d7" and len(s) == N + 1
+    monkeypatch.setattr(diskvectors.os, "pwrite", real)
+    s.upsert(["d7"], ["replaced"], -data[7:8])
+    assert s.search(-data[7], 1)[0].id == "d7" and s.vectors(["d7"])[0] @ -data[7] > 0.999
+    t = DocumentStore.load(s.save(tmp_path / "st"))
+    assert len(t) == N + 1 and t.get(["d7"])[0].text == "replaced"
+
+
+def test_disk_vectors_save_switches_to_the_saved_file(tmp_path):
+    """After a save the store reads the saved rows (no second copy); saving a loaded store back
+    to its own path works and releases the old file; cold-cache eviction works on both."""
+    data = _clustered(N + 20, seed=9)
+    s = _disk_store(tmp_path)
+    s.upsert([f"d{i}" for i in range(N)], ["t"] * N, data[:N])
+    s.delete(["d1", "d2"])
+    out = s.save(tmp_path / "st")
+    assert s._disk._ntail == 0 and len(s._disk) == N - 2 == len(s)
+    s.upsert(["n1"], ["t"], data[N:N + 1])  # appended after the saved rows
+    assert s.search(data[N], K)[0].id == "n1" and s.search(data[3], K)[0].id == "d3"
+    before = [h.id for h in s.search(data[4], K)]
+    s.evict_disk_cache()
+    assert [h.id for h in s.search(data[4], K)] == before and before[0] == "d4"
+    t = DocumentStore.load(out)
+    t.evict_disk_cache()
+    t.upsert(["n2"], ["t"], data[N + 1:N + 2])
+    t.delete(["d5"])
+    t.save(out)  # back onto the file it maps
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".st.")]  # old dir removed
+    u = DocumentStore.load(out)
+    assert len(u) == len(t) == N - 2 and {"n2"} <= set(u.ids()) and "d5" not in u.ids()
+    for q in (data[6], data[N + 1]):
+        assert [h.id for h in u.search(q, K)] == [h.id for h in t.search(q, K)]
+
+
+def test_ip_scan_leaves_other_ivf_pq_variants_to_l2():
+    import warnings
+
+    from retgen_engine.index import FaissIndex, _IPScan
+
+    x = _clustered(3000, seed=2)
+    pqr = faiss.index_factory(DIM, "IVF16,PQ8+8")
+    pqr.train(x)
+    assert not _IPScan.applies(pqr)  # IndexIVFPQR: its refine stage must not be skipped
+    fi = FaissIndex.build(x, np.arange(3000), IndexConfig(spec="IVF16,PQ16x8np", nprobe=1,
+                                                          ip_scan=True))
+    assert fi.ip_scan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fewer hits than k: no overflow on the empty slots
+        D, I = fi.search(x[:1], 3000, nprobe=1)
+    assert (I[0] == -1).any() and np.isinf(D[I < 0]).all() and np.isfinite(D[I >= 0]).all()
