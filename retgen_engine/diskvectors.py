@@ -95,18 +95,6 @@ class DiskVectors:
             buf = os.pread(fd, n * self._row_bytes, s * self._row_bytes)
             yield np.frombuffer(buf, dtype=DTYPE).reshape(n, self.dim)
 
-    def select(self, keep: np.ndarray) -> "DiskVectors":
-        """A new file with the rows where the boolean mask ``keep`` is true, in order."""
-        keep = np.asarray(keep, dtype=bool)
-        if len(keep) != len(self):
-            raise ValueError(f"mask has {len(keep)} entries for {len(self)} rows")
-        out = DiskVectors(self.dim, self.directory)
-        s = 0
-        for block in self.iter_chunks():
-            out.append(block[keep[s:s + len(block)]])
-            s += len(block)
-        return out
-
     def save(self, path: str | os.PathLike, keep: Optional[np.ndarray] = None) -> Path:
         """Write the rows (where the boolean mask ``keep`` is true, if given) to the ``.npy``
         file ``path`` (the caller renames it into place)."""

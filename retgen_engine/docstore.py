@@ -305,10 +305,13 @@ class DocumentStore:
         self._nrows = need
 
     def _compact(self, disk: Optional[DiskVectors] = None) -> None:
-        """Drop dead rows. ``disk``: the live disk rows, already written (by a save)."""
+        """Drop dead rows. A store with disk vectors compacts only in a save, which passes the
+        live rows it wrote as ``disk``."""
         live = self._alive[:self._nrows]
-        if self._disk is not None and (disk is not None or not live.all()):
-            old, self._disk = self._disk, disk if disk is not None else self._disk.select(live)
+        if self._disk is not None:
+            if disk is None:
+                raise RuntimeError("a store with disk vectors compacts only when saved")
+            old, self._disk = self._disk, disk
             old.close()
         if live.all():
             return

@@ -90,7 +90,7 @@ def _write_files(store, d: Path) -> dict:
                  "codes": "codes.npy"}
     elif store._in_index:  # the index holds the only codes; rows hold their IVF list number
         np.save(d / "lists.npy", store._vecs[:n], allow_pickle=False)
-        if store.disk_vectors and (store._disk is None or len(store._disk) != n):
+        if store.disk_vectors and store._disk is None:
             raise RuntimeError("docstore with disk_vectors=True has no disk rows for its "
                                f"{n} records; refusing to save an inconsistent store")
     else:

@@ -377,7 +377,7 @@ class FaissIndex(VectorIndex):
 
     def nbytes(self) -> int:
         """The index file's bytes plus faiss' precomputed IVF-PQ table, which lives in RAM,
-        plus the inner-product view's codebook copy and centroid norms (``ip_scan``)."""
+        plus the inner-product view's codebook copy (``ip_scan``)."""
         import faiss
 
         ip = self._ip.nbytes() if self._ip is not None else 0
