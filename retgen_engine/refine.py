@@ -9,7 +9,7 @@ retraining uses the decoded vectors, so codes never compound their error.
 The alternative, ``refine_codes="index"``, keeps a single representation: the codes of the
 index itself (8-bit residual PQ scored by ADC), no candidate stage and no refine stage. Its
 profiles scan the lists by inner product (``IndexConfig.ip_scan``: one query table instead of
-one per probed list, about 4x faster at 1M on MiniLM, same candidates) and re-score the top 8k.
+one per probed list; the same codes) and re-score the top 8k.
 
 Profiles (:func:`large_store_kwargs`), measured in ``benchmarks/results/vectorstore.md``:
 
