@@ -26,12 +26,14 @@ from retgen_engine.energy import EnergyModel
 from retgen_engine.evaluation import prepend_context
 from retgen_engine.features import right_aligned
 from retgen_engine.index import FaissIndex
-from retgen_engine.lm import RetrievalParams, mix_logprobs
+from retgen_engine.lm import RetrievalParams, gated_lam, mix_logprobs
 from retgen_engine.training import train
 
 from lm_benchmark import CORPORA, DATA, GRID_K, GRID_LAM, GRID_TAU, PROMPTS, machine
 
 HERE = Path(__file__).resolve().parent
+# the fixed-parameter grid reaches below lm_benchmark's smallest lambda (its best is 0.02)
+GRID_LAM_FINE = sorted({0.005, 0.01, *GRID_LAM})
 
 
 def alt_index(eng: RetgenEngine, spec: str) -> FaissIndex:
@@ -114,6 +116,12 @@ def main() -> None:
         eng = load()
     ret = eng.retriever
     learned, sim_only = ret.energy, EnergyModel()
+    gate = eng.lm.gate  # the learned reranker's per-query lambda gate (part of the reranker)
+
+    def use(energy):
+        """Rank with ``energy``; the gate belongs to the learned reranker and goes with it."""
+        ret.energy = energy
+        eng.lm.gate = gate if energy is learned else None
 
     splits = {}
     for split in ("valid", "test"):
@@ -146,27 +154,27 @@ def main() -> None:
     ret.index = eng.index
 
     def score(index_name, energy, params, split):
-        ret.energy = energy
+        use(energy)
         s = splits[split]
         out = eng.lm.score_stream(s["seq"], params, retrieved=retrieved[index_name, split],
                                   query_vectors=s["vecs"])
-        ret.energy = learned
+        use(learned)
         return out
 
     def grid(index_name, energy):
         s, r = splits["valid"], retrieved[index_name, "valid"]
-        targets = s["seq"][1:]
+        targets, pos = s["seq"][1:], np.arange(1, len(s["seq"]))
         rows = []
-        ret.energy = energy
+        use(energy)
         for k, tau in itertools.product(GRID_K, GRID_TAU):
             rk = r.top(k)
-            p = ret.target_probs(rk, targets, tau)
+            p, shift = eng.lm.retrieval_terms(rk, targets, tau, s["seq"], pos)
             has = rk.valid.any(axis=1)
-            for lam in GRID_LAM:
-                lp = mix_logprobs(s["log_base"], p, np.where(has, lam, 0.0))
+            for lam in GRID_LAM_FINE:
+                lp = mix_logprobs(s["log_base"], p, np.where(has, gated_lam(lam, shift), 0.0))
                 rows.append({"k": k, "temperature": tau, "lam": lam,
                              "valid_perplexity": float(np.exp(-lp.mean()))})
-        ret.energy = learned
+        use(learned)
         return min(rows, key=lambda x: x["valid_perplexity"]), rows
 
     def ppl(out):
@@ -181,11 +189,11 @@ def main() -> None:
         return RetrievalParams(best["k"], best["temperature"], best["lam"], nprobe)
 
     row_defs = [
-        ("full system (learned reranker + policy, IVF-PQ)", "IVF-PQ", learned, policy, {}),
+        ("full system (learned reranker with its lambda gate + policy, IVF-PQ)", "IVF-PQ", learned, policy, {}),
         ("without PQ (IVF-Flat)", "IVF-Flat", learned, policy, {}),
         ("without IVF (exhaustive search over the same PQ codes)", "PQ, exhaustive", learned, policy, {}),
-        ("without energy rerank (similarity-only softmax, policy kept)", "IVF-PQ", sim_only, policy, {}),
-        ("without learned policy (learned rerank, best fixed k/tau/lambda on valid)", "IVF-PQ",
+        ("without energy rerank (similarity-only softmax, no lambda gate, policy kept)", "IVF-PQ", sim_only, policy, {}),
+        ("without learned policy (learned rerank and gate, best fixed k/tau/lambda on valid)", "IVF-PQ",
          learned, fixed(best_learned), dict(policy=False, k=best_learned["k"],
                                             temperature=best_learned["temperature"], lam=best_learned["lam"])),
         ("fixed-parameter model (similarity-only, best fixed k/tau/lambda on valid)", "IVF-PQ",
@@ -200,9 +208,11 @@ def main() -> None:
             continue
         v = score(iname, energy, params, "valid")
         te = score(iname, energy, params, "test")
-        ret.index, ret.energy = indexes[iname], energy
+        ret.index = indexes[iname]
+        use(energy)
         speed = gen_speed(eng, a.gen_tokens, **gen_kw)
-        ret.index, ret.energy = eng.index, learned
+        ret.index = eng.index
+        use(learned)
         rows.append({"row": label, "valid_perplexity": ppl(v), "test_perplexity": ppl(te),
                      "retrieval_rate_test": float(np.mean(te["lam"] > 0)),
                      "index": iname, "index_bytes": index_bytes(indexes[iname]),
@@ -211,9 +221,9 @@ def main() -> None:
         log.info("%s", rows[-1])
     kn_v = float(np.exp(-splits["valid"]["log_kn"].mean()))
     kn_t = float(np.exp(-splits["test"]["log_kn"].mean()))
-    ret.energy = sim_only
+    use(sim_only)
     speed_kn = gen_speed(eng, a.gen_tokens, policy=False, lam=0.0)
-    ret.energy = learned
+    use(learned)
     rows.append({"row": "back-off only (KN-5, no cache)", "valid_perplexity": kn_v, "test_perplexity": kn_t,
                  "retrieval_rate_test": 0.0, "index": None, "index_bytes": 0,
                  "median_ms_per_query": 0.0, "tokens_per_second": speed_kn})

@@ -58,7 +58,9 @@ class RetgenEngine:
         self.retriever = PatternRetriever(patterns, index, encoder, tokenizer, stream,
                                           len(self.vocab), qlen, energy)
         c = config.cache
-        self.lm = RetgenLM(backoff, self.retriever, policy, ContextCache(c.window, c.unigram, c.bigram))
+        gate = reranker if reranker is not None and reranker.gate else None
+        self.lm = RetgenLM(backoff, self.retriever, policy,
+                           ContextCache(c.window, c.unigram, c.bigram), gate=gate)
         self.sources = SourceText(stream, doc_offsets, doc_names, tokenizer,
                                   config.patterns.snippet_tokens)
         self.generator = Generator(self.lm, tokenizer, self.sources, config.generation.trace_top)

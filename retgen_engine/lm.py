@@ -3,6 +3,9 @@
 
 log p(w) = logsumexp(log(1 - lam) + log p_base(w), log(lam) + log p_ret(w))
 
+With a learned reranker that has a gate, lam is shifted per query by what the search found
+(:func:`gated_lam`).
+
 Both parts are normalized over the whole vocabulary and p_base(w) > 0 for every w, so the
 mixture is a proper distribution with p(w) > 0 everywhere. Where retrieval finds nothing
 (lam is then 0) the base answers alone.
@@ -51,6 +54,14 @@ def mix_logprobs(log_kn: np.ndarray, p_ret: np.ndarray, lam: np.ndarray | float)
     return np.logaddexp(a, b)
 
 
+def gated_lam(lam, shift) -> np.ndarray:
+    """sigmoid(logit(lam) + shift) where lam > 0, else 0."""
+    lam = np.asarray(lam, dtype=np.float64)
+    safe = np.clip(lam, 1e-12, 1 - 1e-12)
+    out = 1.0 / (1.0 + np.exp(-(np.log(safe) - np.log1p(-safe) + shift)))
+    return np.where(lam > 0, out, 0.0)
+
+
 @dataclass
 class StepInfo:
     """What one next-token distribution was made of (for traces)."""
@@ -68,10 +79,11 @@ class StepInfo:
 
 class RetgenLM:
     def __init__(self, backoff: KneserNeyLM, retriever: Optional[PatternRetriever],
-                 policy=None, cache: Optional[ContextCache] = None):
+                 policy=None, cache: Optional[ContextCache] = None, gate=None):
         self.backoff = backoff
         self.retriever = retriever
         self.policy = policy
+        self.gate = gate  # a learned EnergyReranker with a gate (or None: lam as given)
         self.cache = cache or ContextCache(unigram=0.0, bigram=0.0)
         self.V = backoff.V
 
@@ -85,6 +97,20 @@ class RetgenLM:
             x = np.concatenate([vecs, backoff_features(self.backoff, seq, positions)], axis=1)
             return self.policy.act(x)
         return (np.full(n, params.k), np.full(n, params.temperature), np.full(n, params.lam))
+
+    def retrieval_terms(self, r: Retrieved, targets: np.ndarray, tau, seq: np.ndarray,
+                        positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(p_ret of each target [n], the gate's logit shift of lam [n]) for retrieved ``r``
+        (n queries predicting seq[positions]); the shift is 0 without a gate."""
+        ret = self.retriever
+        gate = self.gate is not None and r.Q is not None
+        feats = ret.features(r) if r.Q is not None else None
+        w = ret.weights(r, tau, feats=feats)
+        p = ret.target_probs(r, targets, tau, weights=w)
+        if not gate:
+            return p, np.zeros(len(p))
+        kf = backoff_features(self.backoff, seq, positions)
+        return p, self.gate.lam_shift(w, r.D, r.valid, feats["exact"], feats["length"], kf)
 
     def _wants_retrieval(self, params: RetrievalParams) -> bool:
         return self.retriever is not None and (params.use_policy or params.lam > 0)
@@ -110,9 +136,15 @@ class RetgenLM:
                 r = ret.search_vectors(vec, int(k), nprobe=params.nprobe,
                                        Q=right_aligned(np.array(tail), pos, ret.max_length))
                 if r.valid.any():
-                    w = ret.weights(r, float(tau))
+                    feats = ret.features(r)
+                    w = ret.weights(r, float(tau), feats=feats)
                     p_ret = ret.dense(r, float(tau), weights=w)
                     lam = float(lam_c)
+                    if self.gate is not None:
+                        kf = backoff_features(self.backoff, np.array(tail), pos)
+                        shift = self.gate.lam_shift(w, r.D, r.valid, feats["exact"],
+                                                    feats["length"], kf)
+                        lam = float(gated_lam(lam, shift)[0])
         logp = mix_logprobs(np.log(p_base), p_ret, lam)
         return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, mu_u, mu_b)
 
@@ -153,9 +185,10 @@ class RetgenLM:
                                        Q=right_aligned(seq, pos[sel], ret.max_length))
         r = r.limit(k[sel])
         p_ret = zeros.copy()
-        p_ret[sel] = ret.target_probs(r, targets[sel], tau[sel])
+        shift = zeros.copy()
+        p_ret[sel], shift[sel] = self.retrieval_terms(r, targets[sel], tau[sel], seq, pos[sel])
         any_ = np.zeros(n, bool)
         any_[sel] = r.valid.any(axis=1)
-        lam_eff = np.where(any_, lam, 0.0)
+        lam_eff = np.where(any_, gated_lam(lam, shift), 0.0)
         return {"logp": mix_logprobs(log_base, p_ret, lam_eff), "log_kn": log_kn,
                 "log_base": log_base, "p_ret": p_ret, "lam": lam_eff, "retrieved_any": any_}

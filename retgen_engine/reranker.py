@@ -1,8 +1,16 @@
 """The learned energy reranker: the weights of :class:`~retgen_engine.energy.EnergyModel`
-fitted by gradient descent (Adam) on the negative log-likelihood of the true next token under
-the final mixed distribution.
+and a per-query mixing gate, fitted by gradient descent (Adam) on the negative
+log-likelihood of the true next token under the final mixed distribution.
 
-p(y) = (1 - lam) p_kn(y) + lam * sum_j softmax_j(-E_j / T) * c(p_j, y) / c(p_j)
+p(y) = (1 - lam_q) p_base(y) + lam_q * sum_j softmax_j(-E_j / T) * c(p_j, y) / c(p_j)
+logit(lam_q) = logit(lam) + g . z(q)
+
+The gate reads what the search returned (how close the best pattern is, how concentrated
+the weights are, how much weight sits on patterns whose context is exactly the query's) and
+how sure the back-off is, and shifts the log-odds of the mixing weight lam for that query:
+trust retrieval more where it found something good. ``z`` is standardized on the training
+queries, so the gate leaves lam unchanged on an average query; lam itself (fixed, from the
+caller, or chosen per query by the policy) keeps its meaning.
 """
 from __future__ import annotations
 
@@ -18,24 +26,51 @@ from .modules import SavableModule
 log = logging.getLogger(__name__)
 
 FEATURES = ("sim", "div", "freq", "len", "exact")
+GATE_FEATURES = ("best_distance", "max_weight", "weight_entropy", "log_candidates",
+                 "exact_length", "exact_weight", "backoff_order", "backoff_log_count",
+                 "backoff_gamma")
+
+
+def gate_inputs(w: torch.Tensor, dist: torch.Tensor, valid: torch.Tensor, exact: torch.Tensor,
+                length: torch.Tensor, kf: torch.Tensor) -> torch.Tensor:
+    """z [n, 9] (see GATE_FEATURES) from the candidates' weights, distances, exact-match and
+    length features [n, k] and the back-off features [n, 3]."""
+    nv = valid.sum(-1)
+    best = torch.where(nv > 0, dist.masked_fill(~valid, float("inf")).min(-1).values,
+                       torch.zeros((), dtype=dist.dtype))
+    ent = -(w * torch.log(w.clamp_min(1e-30))).sum(-1)
+    ex = exact * valid
+    return torch.stack([best, w.max(-1).values, ent, torch.log1p(nv.to(dist.dtype)),
+                        (ex * length).max(-1).values, (w * ex).sum(-1),
+                        kf[:, 0], kf[:, 1], kf[:, 2]], dim=-1)
 
 
 class EnergyReranker(nn.Module, SavableModule):
     """Scores s = w . [sim, -div, -log freq, len, exact] (= -E); weights softmax(s / T).
 
-    The mixing weight lam is learned with it (as a logit), since a sharper retrieval
-    distribution deserves more weight."""
+    The mixing weight lam is learned with it (as a logit, the prior of the gate), since a
+    sharper retrieval distribution deserves more weight; with ``gate`` the log-odds of lam
+    are shifted per query by g . z (see the module docstring)."""
 
-    def __init__(self, tau: float = 0.05, init_lam: float = 0.2, temperature: float = 1.0):
+    def __init__(self, tau: float = 0.05, init_lam: float = 0.2, temperature: float = 1.0,
+                 gate: bool = False):
         super().__init__()
         self.tau = float(tau)
         self.temperature = float(temperature)
+        self.init_lam = float(init_lam)
+        self.gate = bool(gate)
         self.w = nn.Parameter(torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0], dtype=torch.float64))
         self.lam_logit = nn.Parameter(torch.tensor(float(np.log(init_lam / (1 - init_lam))),
                                                    dtype=torch.float64))
+        if self.gate:
+            G = len(GATE_FEATURES)
+            self.gate_w = nn.Parameter(torch.zeros(G, dtype=torch.float64))
+            self.register_buffer("gate_mu", torch.zeros(G, dtype=torch.float64))
+            self.register_buffer("gate_sd", torch.ones(G, dtype=torch.float64))
 
     def get_config(self) -> dict:
-        return {"tau": self.tau, "init_lam": 0.2, "temperature": self.temperature}
+        return {"tau": self.tau, "init_lam": self.init_lam, "temperature": self.temperature,
+                "gate": self.gate}
 
     @staticmethod
     def stack(dist, logfreq, div, length, exact, tau) -> torch.Tensor:
@@ -50,15 +85,41 @@ class EnergyReranker(nn.Module, SavableModule):
     def lam(self) -> float:
         return float(torch.sigmoid(self.lam_logit).detach())
 
-    def nll(self, feats, valid, ratio, log_base) -> torch.Tensor:
-        """Mean -log p(y) over queries; ratio = c(p_j, y) / c(p_j) (0 for invalid)."""
-        p_ret = (self.weights(feats, valid) * ratio).sum(dim=-1)
+    def _gate_z(self, w, feats, valid, kf) -> torch.Tensor:
+        dist = -feats[..., 0] * self.tau
+        return gate_inputs(w, dist, valid, feats[..., 4], feats[..., 3], kf)
+
+    def shift(self, z: torch.Tensor) -> torch.Tensor:
+        """The gate's change of logit(lam) for gate inputs z [n, G] (0 without a gate)."""
+        if not self.gate:
+            return torch.zeros(z.shape[0], dtype=torch.float64)
+        return ((z.double() - self.gate_mu) / self.gate_sd) @ self.gate_w
+
+    def nll(self, feats, valid, ratio, log_base, kf=None) -> torch.Tensor:
+        """Mean -log p(y) over queries; ratio = c(p_j, y) / c(p_j) (0 for invalid); ``kf``
+        [n, 3] back-off features (needed with a gate)."""
+        w = self.weights(feats, valid)
+        p_ret = (w * ratio).sum(dim=-1)
         has = valid.any(dim=-1)
-        lam = torch.sigmoid(self.lam_logit)
-        a = torch.log1p(-lam) + log_base
-        b = torch.log(lam) + torch.log(p_ret.clamp_min(1e-300))
+        logit = self.lam_logit
+        if self.gate:
+            logit = logit + self.shift(self._gate_z(w, feats, valid, kf))
+        a = -torch.nn.functional.softplus(logit) + log_base  # log(1 - lam) + log p_base
+        b = -torch.nn.functional.softplus(-logit) + torch.log(p_ret.clamp_min(1e-300))
         mixed = torch.where(has, torch.logaddexp(a, b), log_base)
         return -mixed.mean()
+
+    @torch.no_grad()
+    def lam_shift(self, weights: np.ndarray, distances: np.ndarray, valid: np.ndarray,
+                  exact: np.ndarray, length: np.ndarray, kf: np.ndarray) -> np.ndarray:
+        """The gate's logit shift [n] at inference (numpy in, numpy out; zeros without a gate)."""
+        if not self.gate:
+            return np.zeros(len(valid))
+        t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+        D = np.where(valid, distances, 0.0)
+        z = gate_inputs(t(weights), t(D), torch.as_tensor(np.asarray(valid, bool)), t(exact),
+                        t(length), t(kf))
+        return self.shift(z).numpy()
 
     def energy_model(self) -> EnergyModel:
         """The fitted weights as the numpy energy model used at inference."""
@@ -68,7 +129,8 @@ class EnergyReranker(nn.Module, SavableModule):
 
 
 def fit_reranker(data: dict, tau: float, steps: int = 300, lr: float = 0.05, seed: int = 0,
-                 progress: bool = True, val_frac: float = 0.2) -> tuple[EnergyReranker, dict]:
+                 progress: bool = True, val_frac: float = 0.2, gate: bool = True,
+                 init_lam: float = 0.02) -> tuple[EnergyReranker, dict]:
     """Fit on cached training queries (see :mod:`retgen_engine.heldout`)."""
     from tqdm.auto import tqdm
 
@@ -83,22 +145,34 @@ def fit_reranker(data: dict, tau: float, steps: int = 300, lr: float = 0.05, see
     feats = EnergyReranker.stack(t["dist"].double(), t["logfreq"].double(), t["div"].double(),
                                  t["len"].double(), t["exact"].double(), tau)
     valid, ratio, log_base = t["valid"].bool(), t["ratio"].double(), t["log_base"].double()
-    model = EnergyReranker(tau=tau)
+    kf = torch.as_tensor(np.asarray(data["x"])[:, -3:], dtype=torch.float64)
+    model = EnergyReranker(tau=tau, init_lam=init_lam, gate=gate)
+    if gate:  # standardize the gate inputs on the training part (similarity-only weights)
+        with torch.no_grad():
+            z = model._gate_z(model.weights(feats[tr], valid[tr]), feats[tr], valid[tr], kf[tr])
+            model.gate_mu.copy_(z.mean(0))
+            model.gate_sd.copy_(z.std(0).clamp_min(1e-6))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     hist = []
+
+    def loss_on(idx):
+        return model.nll(feats[idx], valid[idx], ratio[idx], log_base[idx], kf[idx])
+
     with torch.no_grad():
-        init = float(model.nll(feats[val], valid[val], ratio[val], log_base[val]))
+        init = float(loss_on(val))
     for step in tqdm(range(steps), desc="training reranker", disable=not progress):
         idx = torch.as_tensor(rng.choice(tr, size=min(4096, len(tr)), replace=False))
-        loss = model.nll(feats[idx], valid[idx], ratio[idx], log_base[idx])
+        loss = loss_on(idx)
         opt.zero_grad()
         loss.backward()
         opt.step()
         hist.append(float(loss.detach()))
+    model.eval()
     with torch.no_grad():
-        final = float(model.nll(feats[val], valid[val], ratio[val], log_base[val]))
+        final = float(loss_on(val))
     report = {"val_nll_before": init, "val_nll_after": final, "train_loss_first": hist[0],
               "train_loss_last": float(np.mean(hist[-20:])), "weights": dict(zip(FEATURES,
-              model.w.detach().tolist())), "lam": model.lam, "tau": tau, "steps": steps}
+              model.w.detach().tolist())), "lam": model.lam, "tau": tau, "steps": steps,
+              "gate": dict(zip(GATE_FEATURES, model.gate_w.detach().tolist())) if gate else None}
     log.info("reranker: held-out NLL %.4f -> %.4f; %s", init, final, report["weights"])
     return model, report

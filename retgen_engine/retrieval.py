@@ -110,14 +110,21 @@ class PatternRetriever:
                                  Q=right_aligned(seq, pos, self.max_length))
 
     # -- distributions -------------------------------------------------------------------
-    def weights(self, r: Retrieved, tau: float | np.ndarray) -> np.ndarray:
+    def features(self, r: Retrieved) -> dict[str, np.ndarray]:
+        """Candidate features ``div``, ``length`` and ``exact`` [n, k] (needs ``r.Q``)."""
+        if r.Q is None:
+            raise ValueError("candidate features need the queries' last tokens (Retrieved.Q)")
+        feats = candidate_features(self.patterns, self.stream, r.I, r.Q)
+        feats["length"] = feats.pop("len")
+        return feats
+
+    def weights(self, r: Retrieved, tau: float | np.ndarray,
+                feats: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
         freq = np.where(r.valid, self.patterns.count[np.maximum(r.I, 0)], 1)
         e = self.energy
-        feats = {}
-        if r.Q is not None and (e.w_div or e.w_len or e.w_exact):
-            feats = candidate_features(self.patterns, self.stream, r.I, r.Q)
-            feats["length"] = feats.pop("len")
-        return e.weights(r.D, r.valid, tau, freq=freq, **feats)
+        if feats is None and r.Q is not None and (e.w_div or e.w_len or e.w_exact):
+            feats = self.features(r)
+        return e.weights(r.D, r.valid, tau, freq=freq, **(feats or {}))
 
     def counts_of(self, ids: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """count(p, w) for pattern ids [n, k] and tokens [n] (0 where absent or id is -1)."""

@@ -22,23 +22,30 @@ log = logging.getLogger(__name__)
 TAU_GRID = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 
-def p_ret_table(energy: EnergyModel, data: dict, k_choices, tau_choices) -> np.ndarray:
-    """[n, |k|, |tau|]: retrieval probability of the true token for each (k, tau)."""
+def p_ret_table(energy: EnergyModel, data: dict, k_choices, tau_choices, gate=None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """([n, |k|, |tau|] retrieval probability of the true token for each (k, tau), and the
+    gate's logit shift of lam for each (zeros without a gate))."""
     n, kmax = data["valid"].shape
     out = np.zeros((n, len(k_choices), len(tau_choices)))
+    shift = np.zeros_like(out)
     col = np.arange(kmax)[None, :]
+    kf = np.asarray(data["x"])[:, -3:]
     for a, k in enumerate(k_choices):
         valid = data["valid"] & (col < k)
         for b, tau in enumerate(tau_choices):
             w = energy.weights(data["dist"], valid, tau, freq=np.exp(data["logfreq"]),
                                div=data["div"], length=data["len"], exact=data["exact"])
             out[:, a, b] = (w * data["ratio"]).sum(axis=1)
-    return out
+            if gate is not None:
+                shift[:, a, b] = gate.lam_shift(w, data["dist"], valid, data["exact"],
+                                                data["len"], kf)
+    return out, shift
 
 
 def best_fixed(data: dict, energy: EnergyModel, k_choices, tau_choices, lam_choices) -> dict:
     """Best single (k, tau, lam) on the training queries (no valid data involved)."""
-    table = p_ret_table(energy, data, k_choices, tau_choices)
+    table, _ = p_ret_table(energy, data, k_choices, tau_choices)
     has = data["valid"].any(axis=1)
     best = None
     for a, k in enumerate(k_choices):
@@ -67,27 +74,29 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
                                k=max(k_choices), seed=seed, progress=progress)
     report: dict = {"queries": int(len(data["log_base"])), "fraction": fraction, "seed": seed,
                     "backoff_nll": float(-data["log_base"].mean())}
-    lam_choices = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
+    lam_choices = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
     sim_only = EnergyModel()
     fixed = best_fixed(data, sim_only, k_choices, TAU_GRID, lam_choices)
     report["fixed"] = fixed
     entries: dict = {}
     subdirs = []
     energy = engine.retriever.energy
+    gate = engine.lm.gate
     if reranker:
         model, rep = fit_reranker(data, tau=fixed["temperature"], steps=reranker_steps, seed=seed,
                                   progress=progress)
         model.save(model_dir / "reranker")
         subdirs.append("reranker")
         energy = model.energy_model()
+        gate = model if model.gate else None
         report["reranker"] = rep
     if policy:
         pol = RetrievalPolicy(data["x"].shape[1], pc.policy_hidden_dim, k_choices, TAU_GRID,
                               lam_choices)
-        table = p_ret_table(energy, data, pol.k_choices, pol.tau_choices)
+        table, shift = p_ret_table(energy, data, pol.k_choices, pol.tau_choices, gate)
         report["policy"] = fit_policy(data["x"], data["log_base"], table, pol, cost=cost,
                                       steps=policy_steps, seed=seed, progress=progress,
-                                      method=policy_method)
+                                      method=policy_method, shift=shift)
         pol.save(model_dir / "policy")
         subdirs.append("policy")
     report["seconds"] = time.perf_counter() - t0

@@ -7,6 +7,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from pydantic import BaseModel, Field, PrivateAttr
+
 from retgen_engine import GeneratedToken, RetgenEngine
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,29 @@ def generation_kwargs(params: dict[str, Any], max_tokens: Optional[int],
         elif k == "max_tokens":
             kw["max_new_tokens"] = v
     return kw
+
+
+class GenerationFields(BaseModel):
+    """The fields and helpers every LLM adapter shares (LangChain's chat model and LLM,
+    LlamaIndex's LLM): where the model comes from and the per-call sampling defaults."""
+
+    model_dir: Optional[str] = None
+    engine: Optional[Any] = Field(default=None, exclude=True)
+    temperature: Optional[float] = Field(None, ge=0.0)
+    top_k: Optional[int] = Field(None, ge=0)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: Optional[float] = Field(None, gt=0.0)
+    seed: Optional[int] = None
+    stop: Optional[list[str]] = None
+    _loaded: Optional[RetgenEngine] = PrivateAttr(default=None)
+
+    def _engine(self) -> RetgenEngine:
+        if self._loaded is None:
+            self._loaded = resolve_engine(self.engine, self.model_dir)
+        return self._loaded
+
+    def _sampling(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in GENERATION_ARGS}
 
 
 def token_trace(tokens: Iterable[GeneratedToken]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ import torch
 
 from retgen_engine import RetgenEngine
 from retgen_engine.heldout import build_training_data
+from retgen_engine.lm import gated_lam, mix_logprobs
 from retgen_engine.policy import RetrievalPolicy, fit_policy, reward_table
 from retgen_engine.reranker import EnergyReranker, fit_reranker
 from retgen_engine.training import p_ret_table, train
@@ -58,13 +59,41 @@ def test_reranker_gradients_flow_and_training_lowers_loss(data):
     assert m.lam_logit.grad is not None and m.lam_logit.grad != 0
 
 
+def test_gate_is_trained_and_inference_computes_the_same_mixture(data):
+    model, rep = fit_reranker(data, tau=0.05, steps=80, lr=0.05, progress=False, gate=True)
+    assert model.gate and rep["val_nll_after"] < rep["val_nll_before"]
+    assert set(rep["gate"]) and any(abs(v) > 1e-3 for v in rep["gate"].values())
+    feats = EnergyReranker.stack(*(torch.as_tensor(data[k]).double() for k in
+                                   ("dist", "logfreq", "div", "len", "exact")), 0.05)
+    kf = torch.as_tensor(data["x"][:, -3:]).double()
+    args = (feats, torch.as_tensor(data["valid"]), torch.as_tensor(data["ratio"]),
+            torch.as_tensor(data["log_base"]))
+    model.gate_w.grad = None
+    model.nll(*args, kf).backward()
+    assert model.gate_w.grad is not None and model.gate_w.grad.abs().sum() > 0
+    # the numpy inference path (energy model + lam_shift + gated_lam) gives the training NLL
+    kmax = data["valid"].shape[1]
+    table, shift = p_ret_table(model.energy_model(), data, [kmax], [0.05], model)
+    assert np.abs(shift).max() > 1e-3
+    has = data["valid"].any(axis=1)
+    lam = np.where(has, gated_lam(model.lam, shift[:, 0, 0]), 0.0)
+    nll_np = -mix_logprobs(data["log_base"], table[:, 0, 0], lam).mean()
+    with torch.no_grad():
+        assert nll_np == pytest.approx(float(model.nll(*args, kf)), rel=1e-9)
+    # without a gate the shift is zero and lam is the caller's
+    assert np.all(p_ret_table(model.energy_model(), data, [kmax], [0.05])[1] == 0)
+    np.testing.assert_allclose(gated_lam(np.array([0.0, 0.02]), np.array([3.0, 0.0])), [0, 0.02])
+
+
 @pytest.mark.parametrize("method", ["exact", "reinforce"])
 def test_policy_training_improves_reward(data, method):
     pol = RetrievalPolicy(data["x"].shape[1], 16, (4, 8, 16), (0.02, 0.05, 0.2), (0.0, 0.1, 0.3))
-    table = p_ret_table(EnergyReranker(0.05).energy_model(), data, pol.k_choices, pol.tau_choices)
+    table, _ = p_ret_table(EnergyReranker(0.05).energy_model(), data, pol.k_choices, pol.tau_choices)
     rep = fit_policy(data["x"], data["log_base"], table, pol, steps=150, progress=False,
                      method=method, eval_every=10)
     assert rep["train_neg_reward_last"] < rep["train_neg_reward_first"]
+    # it starts from the best fixed action: before any step its greedy choice is that action
+    assert rep["val_nll_before"] == pytest.approx(rep["val_nll_best_fixed"])
     grads = [p.grad for p in pol.parameters()]
     assert all(g is not None for g in grads)
     # the kept weights are the best seen on the validation part, never worse than the start
@@ -84,6 +113,14 @@ def test_policy_reward_table_matches_the_mixture():
     np.testing.assert_allclose(r[:, :, :, 0], lp[:, :, :, 0])  # no retrieval, no cost
     with pytest.raises(ValueError, match="method='sgd'; allowed"):
         fit_policy(np.zeros((8, 4)), np.zeros(8), np.zeros((8, 2, 1)), pol, method="sgd")
+    with pytest.raises(ValueError, match="val_split='x'; allowed"):
+        fit_policy(np.zeros((8, 4)), np.zeros(8), np.zeros((8, 2, 1)), pol, val_split="x")
+    # the gate's shift moves lam (never a skipped lam = 0) before mixing
+    shift = np.full((2, 2, 1), 1.0)
+    _, lp2 = reward_table(log_base, p_ret, pol, cost=0.01, shift=shift)
+    lam = gated_lam(0.5, 1.0)
+    np.testing.assert_allclose(lp2[0, 0, 0, 1], np.log((1 - lam) * 0.2 + lam * 0.6))
+    np.testing.assert_allclose(lp2[:, :, :, 0], lp[:, :, :, 0])
 
 
 def test_round_trip_is_exact(tmp_path):
@@ -96,11 +133,19 @@ def test_round_trip_is_exact(tmp_path):
     for a, b in zip(pol.act(x), back.act(x)):
         np.testing.assert_array_equal(a, b)
     assert json.loads((tmp_path / "p" / "config.json").read_text())["hidden_dim"] == 8
-    r = EnergyReranker(tau=0.02)
+    r = EnergyReranker(tau=0.02, gate=True)
     with torch.no_grad():
         r.w += torch.tensor([0.5, 0.1, -0.2, 0.3, 1.0], dtype=torch.float64)
+        r.gate_w += torch.linspace(-1, 1, len(r.gate_w), dtype=torch.float64)
+        r.gate_mu += 0.5
     r.save(tmp_path / "r")
-    assert torch.equal(EnergyReranker.load(tmp_path / "r").w, r.w)
+    back = EnergyReranker.load(tmp_path / "r")
+    assert back.gate and back.lam == r.lam
+    for a, b in zip(r.state_dict().values(), back.state_dict().values()):
+        assert torch.equal(a, b)
+    # a reranker saved without a gate still loads (and has none)
+    EnergyReranker(tau=0.02).save(tmp_path / "r0")
+    assert not EnergyReranker.load(tmp_path / "r0").gate
 
 
 def test_train_stores_parts_in_the_model(tiny_model_dir, tmp_path):
@@ -113,9 +158,20 @@ def test_train_stores_parts_in_the_model(tiny_model_dir, tmp_path):
     assert trained.reranker is not None and trained.policy is not None
     params = trained.retrieval_params()
     assert params.use_policy and not trained.retrieval_params(k=8).use_policy
+    assert trained.lm.gate is trained.reranker and trained.reranker.gate
     for ctx in ["The game was", "", "of the"]:
         p = np.exp(trained.next_token_logprobs(ctx))
         assert abs(p.sum() - 1) < 1e-5 and p.min() > 0
+    # with the gate (and the policy), stream scoring equals the step distributions
+    seq = np.concatenate([[1], trained.stream_ids[2000:2025].astype(np.int64)])
+    for params in (params, trained.retrieval_params(k=8, temperature=0.05, lam=0.3)):
+        out = trained.lm.score_stream(seq, params)
+        for i in range(1, len(seq)):
+            lp, info = trained.lm.next_token_logprobs(seq[:i].tolist(), params)
+            assert out["logp"][i - 1] == pytest.approx(lp[seq[i]], abs=1e-6)
+            assert out["lam"][i - 1] == pytest.approx(info.lam, abs=1e-9)
+    used = out["lam"][out["lam"] > 0]  # fixed lam 0.3: the gate moves it per query
+    assert np.unique(np.round(used, 9)).size > 1 and used.max() != used.min()
     a = trained.generate("The game", max_new_tokens=8, seed=3)
     b = RetgenEngine.load(d).generate("The game", max_new_tokens=8, seed=3)
     assert a.text == b.text

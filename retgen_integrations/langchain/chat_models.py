@@ -19,11 +19,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field
 
-from retgen_engine import RetgenEngine
-
-from .._engine import (count_tokens, generation_kwargs, resolve_engine, stream_finish_reason,
+from .._engine import (GenerationFields, count_tokens, generation_kwargs, stream_finish_reason,
                        token_trace)
 
 
@@ -32,39 +30,21 @@ def messages_to_prompt(messages: list[BaseMessage]) -> str:
     return "\n".join(m.text for m in messages if m.text)
 
 
-class _RetgenParams(BaseModel):
+class _RetgenParams(GenerationFields):
     """Fields and helpers shared by :class:`ChatRetgen` and :class:`RetgenLLM`."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
 
-    model_dir: Optional[str] = None
-    engine: Optional[Any] = Field(default=None, exclude=True)
     model_name: str = Field("retgen", alias="model")
-    temperature: Optional[float] = Field(None, ge=0.0)
     max_tokens: Optional[int] = Field(None, ge=0)
-    top_k: Optional[int] = Field(None, ge=0)
-    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
-    repetition_penalty: Optional[float] = Field(None, gt=0.0)
-    seed: Optional[int] = None
-    stop: Optional[list[str]] = None
-    _loaded: Optional[RetgenEngine] = PrivateAttr(default=None)
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "model_dir": self.model_dir,
-                "temperature": self.temperature, "max_tokens": self.max_tokens,
-                "top_k": self.top_k, "top_p": self.top_p,
-                "repetition_penalty": self.repetition_penalty, "seed": self.seed}
-
-    def _engine(self) -> RetgenEngine:
-        if self._loaded is None:
-            self._loaded = resolve_engine(self.engine, self.model_dir)
-        return self._loaded
+                "max_tokens": self.max_tokens, **self._sampling()}
 
     def _kw(self, stop: Optional[list[str]], kwargs: dict[str, Any]) -> dict[str, Any]:
-        params = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
-                  "repetition_penalty": self.repetition_penalty, "seed": self.seed}
-        return generation_kwargs(params, self.max_tokens, stop or self.stop, kwargs)
+        return generation_kwargs(self._sampling(), self.max_tokens, stop or self.stop, kwargs)
 
     def _usage(self, prompt_tokens: int, completion_tokens: int) -> UsageMetadata:
         return UsageMetadata(input_tokens=prompt_tokens, output_tokens=completion_tokens,

@@ -13,30 +13,19 @@ from llama_index.core.base.llms.types import (CompletionResponse, CompletionResp
                                               LLMMetadata)
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
-from retgen_engine import RetgenEngine
-
-from .._engine import (count_tokens, generation_kwargs, resolve_engine, stream_finish_reason,
+from .._engine import (GenerationFields, count_tokens, generation_kwargs, stream_finish_reason,
                        token_trace)
 
 
-class RetgenLLM(CustomLLM):
+class RetgenLLM(GenerationFields, CustomLLM):
     """Completion LLM over a RETGEN model directory (``model_dir``) or engine (``engine``)."""
 
-    model_dir: Optional[str] = None
-    engine: Optional[Any] = Field(default=None, exclude=True)
     model_name: str = "retgen"
     context_window: int = Field(2048, gt=0, description="prompt tokens accepted (RETGEN "
                                 "conditions on a short suffix, longer prompts are allowed)")
     max_new_tokens: int = Field(64, ge=0, description="tokens generated per call (num_output)")
-    temperature: Optional[float] = Field(None, ge=0.0)
-    top_k: Optional[int] = Field(None, ge=0)
-    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
-    repetition_penalty: Optional[float] = Field(None, gt=0.0)
-    seed: Optional[int] = None
-    stop: Optional[list[str]] = None
-    _loaded: Optional[RetgenEngine] = PrivateAttr(default=None)
 
     @classmethod
     def class_name(cls) -> str:
@@ -48,16 +37,9 @@ class RetgenLLM(CustomLLM):
                            is_chat_model=False, is_function_calling_model=False,
                            model_name=self.model_name)
 
-    def _engine(self) -> RetgenEngine:
-        if self._loaded is None:
-            self._loaded = resolve_engine(self.engine, self.model_dir)
-        return self._loaded
-
     def _kw(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        params = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
-                  "repetition_penalty": self.repetition_penalty, "seed": self.seed}
-        return generation_kwargs(params, self.max_new_tokens, kwargs.pop("stop", self.stop),
-                                 kwargs)
+        return generation_kwargs(self._sampling(), self.max_new_tokens,
+                                 kwargs.pop("stop", self.stop), kwargs)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` with the RETGEN model's own tokenizer."""
