@@ -55,6 +55,10 @@ class EnergyReranker(nn.Module, SavableModule):
     def __init__(self, tau: float = 0.05, init_lam: float = 0.2, temperature: float = 1.0,
                  gate: bool = False):
         super().__init__()
+        if not tau > 0 or not temperature > 0 or not 0 < init_lam < 1:
+            raise ValueError(f"EnergyReranker(tau={tau!r}, temperature={temperature!r}, "
+                             f"init_lam={init_lam!r}): tau and temperature must be > 0, "
+                             "init_lam in (0, 1)")
         self.tau = float(tau)
         self.temperature = float(temperature)
         self.init_lam = float(init_lam)

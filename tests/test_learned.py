@@ -143,6 +143,8 @@ def test_round_trip_is_exact(tmp_path):
     assert back.gate and back.lam == r.lam
     for a, b in zip(r.state_dict().values(), back.state_dict().values()):
         assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"init_lam=1\.0\): tau and temperature must be > 0"):
+        EnergyReranker(tau=0.05, init_lam=1.0)
     # a reranker saved without a gate still loads (and has none)
     EnergyReranker(tau=0.02).save(tmp_path / "r0")
     assert not EnergyReranker.load(tmp_path / "r0").gate
