@@ -46,6 +46,11 @@ class EnergyModel:
 
     FEATURES = ("sim", "div", "freq", "len", "exact")
 
+    @property
+    def uses_features(self) -> bool:
+        """Whether the weights read the candidate features (div, len, exact)."""
+        return bool(self.w_div or self.w_len or self.w_exact)
+
     @classmethod
     def from_config(cls, cfg: EnergyConfig) -> "EnergyModel":
         return cls(cfg.w_sim, cfg.w_div, cfg.w_freq, cfg.energy_temperature)

@@ -98,19 +98,25 @@ class RetgenLM:
             return self.policy.act(x)
         return (np.full(n, params.k), np.full(n, params.temperature), np.full(n, params.lam))
 
-    def retrieval_terms(self, r: Retrieved, targets: np.ndarray, tau, seq: np.ndarray,
-                        positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(p_ret of each target [n], the gate's logit shift of lam [n]) for retrieved ``r``
-        (n queries predicting seq[positions]); the shift is 0 without a gate."""
+    def _weights_and_shift(self, r: Retrieved, tau, seq: np.ndarray, positions: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+        """(energy weights [n, k], the gate's logit shift of lam [n]; 0 without a gate) for
+        retrieved ``r``, n queries predicting seq[positions]. Candidate features are computed
+        once, and only when the energy or the gate reads them."""
         ret = self.retriever
         gate = self.gate is not None and r.Q is not None
-        feats = ret.features(r) if r.Q is not None else None
+        feats = ret.features(r) if gate or (r.Q is not None and ret.energy.uses_features) else None
         w = ret.weights(r, tau, feats=feats)
-        p = ret.target_probs(r, targets, tau, weights=w)
         if not gate:
-            return p, np.zeros(len(p))
+            return w, np.zeros(len(w))
         kf = backoff_features(self.backoff, seq, positions)
-        return p, self.gate.lam_shift(w, r.D, r.valid, feats["exact"], feats["length"], kf)
+        return w, self.gate.lam_shift(w, r.D, r.valid, feats["exact"], feats["length"], kf)
+
+    def retrieval_terms(self, r: Retrieved, targets: np.ndarray, tau, seq: np.ndarray,
+                        positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(p_ret of each target [n], the gate's logit shift of lam [n]) for retrieved ``r``."""
+        w, shift = self._weights_and_shift(r, tau, seq, positions)
+        return self.retriever.target_probs(r, targets, tau, weights=w), shift
 
     def _wants_retrieval(self, params: RetrievalParams) -> bool:
         return self.retriever is not None and (params.use_policy or params.lam > 0)
@@ -136,15 +142,9 @@ class RetgenLM:
                 r = ret.search_vectors(vec, int(k), nprobe=params.nprobe,
                                        Q=right_aligned(np.array(tail), pos, ret.max_length))
                 if r.valid.any():
-                    feats = ret.features(r)
-                    w = ret.weights(r, float(tau), feats=feats)
+                    w, shift = self._weights_and_shift(r, float(tau), np.array(tail), pos)
                     p_ret = ret.dense(r, float(tau), weights=w)
-                    lam = float(lam_c)
-                    if self.gate is not None:
-                        kf = backoff_features(self.backoff, np.array(tail), pos)
-                        shift = self.gate.lam_shift(w, r.D, r.valid, feats["exact"],
-                                                    feats["length"], kf)
-                        lam = float(gated_lam(lam, shift)[0])
+                    lam = float(gated_lam(float(lam_c), shift)[0])
         logp = mix_logprobs(np.log(p_base), p_ret, lam)
         return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, mu_u, mu_b)
 

@@ -122,7 +122,7 @@ class PatternRetriever:
                 feats: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
         freq = np.where(r.valid, self.patterns.count[np.maximum(r.I, 0)], 1)
         e = self.energy
-        if feats is None and r.Q is not None and (e.w_div or e.w_len or e.w_exact):
+        if feats is None and r.Q is not None and e.uses_features:
             feats = self.features(r)
         return e.weights(r.D, r.valid, tau, freq=freq, **(feats or {}))
 

@@ -91,3 +91,19 @@ def test_context_cache_stream_matches_dense():
         assert stream[i - 1] == pytest.approx(np.log(p[seq[i]]), abs=1e-12)
     with pytest.raises(ValueError, match="sum < 1"):
         ContextCache(unigram=0.6, bigram=0.5)
+
+
+def test_similarity_only_scoring_skips_candidate_features(tiny_engine, monkeypatch):
+    """The per-token hot path computes candidate features only when the energy or a gate
+    reads them."""
+    assert not tiny_engine.retriever.energy.uses_features and tiny_engine.lm.gate is None
+
+    def boom(r):
+        raise AssertionError("candidate features computed for a similarity-only energy")
+
+    monkeypatch.setattr(tiny_engine.retriever, "features", boom)
+    params = tiny_engine.retrieval_params(k=8, temperature=0.05, lam=0.3)
+    lp, info = tiny_engine.lm.next_token_logprobs([5, 6, 7], params)
+    assert abs(np.exp(lp).sum() - 1) < 1e-6
+    seq = np.concatenate([[1], tiny_engine.stream_ids[100:120].astype(np.int64)])
+    assert np.isfinite(tiny_engine.lm.score_stream(seq, params)["logp"]).all()
