@@ -193,7 +193,6 @@ def fit_policy(x: np.ndarray, log_base: np.ndarray, p_ret: np.ndarray, policy: R
     policy.eval()
     train_last = expected_reward(ti)
     policy.load_state_dict(best[1])
-    policy.eval()
     after = greedy(vi)
     rep = {"method": method, "val_nll_before": before[1], "val_nll_after": after[1],
            "val_reward_before": before[0], "val_reward_after": after[0],
