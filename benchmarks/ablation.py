@@ -7,10 +7,17 @@ them the index rows are reported as not measured).
 
 Builds the model if missing, trains the reranker and policy if missing, and writes
 results/ablation_<corpus>.{json,md} and results/ablation_<corpus>_{lambda,k}.png.
+
+Query embeddings and search results are kept in ``--cache-dir`` (.npy files), keyed by the
+sha256 of what determines them (the query texts and the encoder; the serialized index, the
+query vectors, k and nprobe), so a re-run after a change that leaves them alone skips the
+hour of exhaustive search on WikiText-2 and still scores every row. Timings are always
+measured afresh.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import logging
@@ -27,6 +34,7 @@ from retgen_engine.evaluation import prepend_context
 from retgen_engine.features import right_aligned
 from retgen_engine.index import FaissIndex
 from retgen_engine.lm import RetrievalParams, gated_lam, mix_logprobs
+from retgen_engine.retrieval import Retrieved
 from retgen_engine.training import train
 
 from lm_benchmark import CORPORA, DATA, GRID_K, GRID_LAM, GRID_TAU, PROMPTS, machine
@@ -34,6 +42,9 @@ from lm_benchmark import CORPORA, DATA, GRID_K, GRID_LAM, GRID_TAU, PROMPTS, mac
 HERE = Path(__file__).resolve().parent
 # the fixed-parameter grid reaches below lm_benchmark's smallest lambda (its best is 0.02)
 GRID_LAM_FINE = sorted({0.005, 0.01, *GRID_LAM})
+SKIP_BUDGETS = (1.0, 0.85, 0.7, 0.5, 0.3)
+FRONTIER_KEYS = ("valid_perplexity", "test_perplexity", "retrieval_rate_test", "tokens_per_second",
+                 "generation_encode_rate")
 
 
 def alt_index(eng: RetgenEngine, spec: str) -> FaissIndex:
@@ -51,6 +62,43 @@ def alt_index(eng: RetgenEngine, spec: str) -> FaissIndex:
         else:
             index.add(chunk)  # sequential ids = pattern ids
     return FaissIndex(index, spec, eng.index.default_nprobe)
+
+
+class ResultCache:
+    """.npy files under ``root`` named by a sha256 key (nothing else is trusted)."""
+
+    def __init__(self, root: Path | None):
+        self.root = root
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def key(*parts) -> str:
+        h = hashlib.sha256()
+        for p in parts:
+            h.update(p if isinstance(p, bytes) else np.ascontiguousarray(p).tobytes()
+                     if isinstance(p, np.ndarray) else str(p).encode())
+            h.update(b"\0")
+        return h.hexdigest()[:32]
+
+    def get(self, key: str, names: tuple[str, ...]):
+        if self.root is None or not all((self.root / f"{key}.{n}.npy").exists() for n in names):
+            return None
+        return tuple(np.load(self.root / f"{key}.{n}.npy", allow_pickle=False) for n in names)
+
+    def put(self, key: str, **arrays) -> None:
+        if self.root is None:
+            return
+        for n, arr in arrays.items():
+            tmp = self.root / f".{key}.{n}.tmp.npy"
+            np.save(tmp, arr, allow_pickle=False)
+            tmp.replace(self.root / f"{key}.{n}.npy")
+
+
+def index_fingerprint(idx: FaissIndex) -> str:
+    import faiss
+
+    return hashlib.sha256(faiss.serialize_index(idx.index).tobytes()).hexdigest()
 
 
 def index_bytes(idx: FaissIndex) -> int:
@@ -71,13 +119,27 @@ def search_latency(eng: RetgenEngine, idx: FaissIndex, vecs: np.ndarray, n: int 
     return statistics.median(times)
 
 
-def gen_speed(eng: RetgenEngine, n_tokens: int, **kw) -> float:
-    rates = []
-    for i, p in enumerate(PROMPTS):
-        t = time.perf_counter()
-        res = eng.generate(p, max_new_tokens=n_tokens, seed=i, top_p=0.9, **kw)
-        rates.append(res.completion_tokens / (time.perf_counter() - t))
-    return statistics.median(rates)
+def gen_speed(eng: RetgenEngine, n_tokens: int, rounds: int = 3, **kw) -> tuple[float, float]:
+    """(median over ``rounds`` of tokens/s over all prompts, share of generated tokens whose
+    context was encoded for retrieval)."""
+    rates, encoded, made = [], [0], 0
+    real = eng.retriever.encode
+
+    def counting(texts, **k):
+        encoded[0] += len(texts)
+        return real(texts, **k)
+
+    eng.retriever.encode = counting
+    try:
+        for r in range(rounds):
+            t, n = time.perf_counter(), 0
+            for i, p in enumerate(PROMPTS):
+                n += eng.generate(p, max_new_tokens=n_tokens, seed=i, top_p=0.9, **kw).completion_tokens
+            rates.append(n / (time.perf_counter() - t))
+            made += n
+    finally:
+        eng.retriever.encode = real
+    return statistics.median(rates), encoded[0] / max(made, 1)
 
 
 def main() -> None:
@@ -88,6 +150,9 @@ def main() -> None:
     ap.add_argument("--gen-tokens", type=int, default=60)
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--retrain", action="store_true", help="train the learned parts again")
+    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "retgen-bench",
+                    help="where query embeddings and search results are kept between runs")
+    ap.add_argument("--no-cache", action="store_true", help="encode and search afresh")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     log = logging.getLogger("ablation")
@@ -123,13 +188,22 @@ def main() -> None:
         ret.energy = energy
         eng.lm.gate = gate if energy is learned else None
 
+    cache_store = ResultCache(None if a.no_cache else a.cache_dir / a.corpus)
+    enc_id = json.dumps(eng.manifest.get("encoder"), sort_keys=True)
     splits = {}
     for split in ("valid", "test"):
         ids = read_eval_tokens(files[split], eng.tokenizer)
         seq = prepend_context(ids, eng.vocab)
         pos = np.arange(1, len(seq))
         texts = ret.stream_texts(seq, pos)
-        vecs = ret.encode(texts, progress=True)
+        vkey = ResultCache.key("vectors", enc_id, "\n".join(texts))
+        hit = cache_store.get(vkey, ("vecs",))
+        if hit is None:
+            vecs = ret.encode(texts, progress=True)
+            cache_store.put(vkey, vecs=vecs)
+        else:
+            vecs = hit[0]
+            log.info("%s query vectors from the cache (%s)", split, vkey)
         splits[split] = {"seq": seq, "vecs": vecs, "empty": np.array([not t for t in texts]),
                          "Q": right_aligned(seq, pos, ret.max_length),
                          "log_kn": eng.backoff.stream_logprobs(seq)}
@@ -146,11 +220,19 @@ def main() -> None:
     retrieved: dict = {}
     for name, idx in indexes.items():
         ret.index = idx
+        fp = index_fingerprint(idx)
         for split, s in splits.items():
             t = time.perf_counter()
-            retrieved[name, split] = ret.search_vectors(s["vecs"], kmax, empty=s["empty"],
-                                                        Q=s["Q"], progress=True)
-            log.info("%s %s search %.0fs", name, split, time.perf_counter() - t)
+            skey = ResultCache.key("search", fp, s["vecs"], s["empty"], kmax, idx.default_nprobe)
+            hit = cache_store.get(skey, ("D", "I"))
+            if hit is None:
+                r = ret.search_vectors(s["vecs"], kmax, empty=s["empty"], Q=s["Q"], progress=True)
+                cache_store.put(skey, D=r.D, I=r.I)
+            else:
+                r = Retrieved(hit[0], hit[1], s["Q"])
+            retrieved[name, split] = r
+            log.info("%s %s search %.0fs%s", name, split, time.perf_counter() - t,
+                     "" if hit is None else " (results from the cache)")
     ret.index = eng.index
 
     def score(index_name, energy, params, split):
@@ -210,19 +292,19 @@ def main() -> None:
         te = score(iname, energy, params, "test")
         ret.index = indexes[iname]
         use(energy)
-        speed = gen_speed(eng, a.gen_tokens, **gen_kw)
+        speed, gen_rate = gen_speed(eng, a.gen_tokens, **gen_kw)
         ret.index = eng.index
         use(learned)
         rows.append({"row": label, "valid_perplexity": ppl(v), "test_perplexity": ppl(te),
                      "retrieval_rate_test": float(np.mean(te["lam"] > 0)),
                      "index": iname, "index_bytes": index_bytes(indexes[iname]),
                      "median_ms_per_query": search_latency(eng, indexes[iname], splits["test"]["vecs"]),
-                     "tokens_per_second": speed})
+                     "tokens_per_second": speed, "generation_encode_rate": gen_rate})
         log.info("%s", rows[-1])
     kn_v = float(np.exp(-splits["valid"]["log_kn"].mean()))
     kn_t = float(np.exp(-splits["test"]["log_kn"].mean()))
     use(sim_only)
-    speed_kn = gen_speed(eng, a.gen_tokens, policy=False, lam=0.0)
+    speed_kn, _ = gen_speed(eng, a.gen_tokens, policy=False, lam=0.0)
     use(learned)
     rows.append({"row": "back-off only (KN-5, no cache)", "valid_perplexity": kn_v, "test_perplexity": kn_t,
                  "retrieval_rate_test": 0.0, "index": None, "index_bytes": 0,
@@ -240,6 +322,24 @@ def main() -> None:
                             "whose next token it retrieved)", "valid_perplexity": None,
                      "test_perplexity": float(np.exp(-np.log(fixed_sim_test["p_ret"][d]).mean())),
                      "defined_share": float(d.mean()), "index": "IVF-PQ"})
+    # the policy's skip stage: the share of tokens that retrieve (chosen per call) against
+    # perplexity and generation speed, with the fixed-parameter models measured beside it
+    frontier = []
+    pol = eng.policy
+    if getattr(pol, "skip_dim", 0) and bool(pol.skip_trained):
+        use(learned)
+        for b in SKIP_BUDGETS:
+            params = RetrievalParams(use_policy=True, nprobe=nprobe, budget=b)
+            v, te = score("IVF-PQ", learned, params, "valid"), score("IVF-PQ", learned, params, "test")
+            speed, gen_rate = gen_speed(eng, a.gen_tokens, budget=b)
+            frontier.append({"budget": b, "valid_perplexity": ppl(v), "test_perplexity": ppl(te),
+                             "retrieval_rate_test": float(np.mean(te["lam"] > 0)),
+                             "tokens_per_second": speed, "generation_encode_rate": gen_rate})
+            log.info("budget %s: %s", b, frontier[-1])
+        frontier.append({"budget": "fixed k/tau/lambda, learned rerank (row 5)",
+                         **{k: rows[4][k] for k in FRONTIER_KEYS}})
+        frontier.append({"budget": "fixed-parameter model (row 6)",
+                         **{k: rows[5][k] for k in FRONTIER_KEYS}})
     fixed_row = rows[5]
     full_row = rows[0]
     deltas = {
@@ -253,6 +353,7 @@ def main() -> None:
     result = {"corpus": a.corpus, "rows": rows, "deltas": deltas, "kn5_test_perplexity": KENLM,
               "best_fixed_similarity_only": best_sim, "best_fixed_learned_rerank": best_learned,
               "training": eng.manifest.get("training"), "grid_similarity_only": grid_sim,
+              "skip_frontier": frontier,
               "cache": {"window": eng.lm.cache.window, "unigram": eng.lm.cache.unigram,
                         "bigram": eng.lm.cache.bigram},
               "machine": mach}
@@ -278,6 +379,18 @@ def main() -> None:
            f"learned reranker {deltas['reranker_vs_fixed_test']:+.2f}, learned policy "
            f"{deltas['policy_vs_fixed_test']:+.2f}, both {deltas['full_vs_fixed_test']:+.2f}. "
            f"Generation speed, policy vs fixed: x{deltas['policy_tokens_per_second_ratio_vs_fixed']:.2f}.", ""]
+    if frontier:
+        md += ["## The policy's skip stage: retrieval budget per call", "",
+               "Full system (learned rerank and gate, policy), IVF-PQ; the budget is the share of "
+               "tokens the skip stage lets encode and search, decided from back-off and cache "
+               f"statistics before any encoding (trained default {float(pol.skip_budget):.2f}).", "",
+               "| budget | valid ppl | test ppl | retrieval rate (test) | encoded share (generation) "
+               "| tokens/s |", "|---|---|---|---|---|---|"]
+        for r in frontier:
+            md.append(f"| {r['budget']} | {r['valid_perplexity']:.2f} | {r['test_perplexity']:.2f} | "
+                      f"{r['retrieval_rate_test']:.2f} | {r['generation_encode_rate']:.2f} | "
+                      f"{r['tokens_per_second']:.1f} |")
+        md.append("")
     (a.out / f"ablation_{a.corpus}.md").write_text("\n".join(md))
     print("\n".join(md))
     plot(grid_sim, best_sim, a.out, a.corpus)

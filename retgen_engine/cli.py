@@ -36,7 +36,7 @@ def _apply_cache(eng, a: argparse.Namespace) -> None:
 
 def _retrieval_overrides(a: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in (("k", a.k), ("temperature", a.tau), ("lam", a.lam),
-                               ("nprobe", a.nprobe)) if v is not None}
+                               ("nprobe", a.nprobe), ("budget", a.budget)) if v is not None}
 
 
 def cmd_build(a: argparse.Namespace) -> int:
@@ -110,7 +110,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     eng = RetgenEngine.load(a.model)
     rep = train(eng, reranker=not a.policy_only, policy=not a.reranker_only, seed=a.seed,
                 max_queries=a.queries, fraction=a.fraction, progress=not a.quiet,
-                policy_method=a.policy_method, cost=a.retrieval_cost)
+                policy_method=a.policy_method, cost=a.retrieval_cost,
+                skip_budget=a.retrieval_budget)
     summary = {"queries": rep["queries"], "seconds": round(rep["seconds"], 1),
                "backoff_nll": rep["backoff_nll"], "fixed": rep["fixed"]}
     for part in ("reranker", "policy"):
@@ -118,6 +119,9 @@ def cmd_train(a: argparse.Namespace) -> int:
             summary[part] = {k: rep[part][k] for k in (
                 "val_nll_before", "val_nll_after", "val_nll_best_fixed", "val_reward_before",
                 "val_reward_after") if k in rep[part]}
+    if "skip" in rep.get("policy", {}):
+        summary["policy"]["skip"] = {k: rep["policy"]["skip"][k] for k in (
+            "budget", "val_retrieval_rate", "val_gain_kept_share")}
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -178,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--tau", type=float, help="retrieval softmax temperature")
         sp.add_argument("--lam", type=float, help="retrieval mixing weight in [0, 1)")
         sp.add_argument("--nprobe", type=int, help="IVF lists probed per search")
+        sp.add_argument("--budget", type=float,
+                        help="share of tokens that retrieve, in (0, 1] (the policy's skip stage)")
         sp.add_argument("--cache-window", type=int, help="context cache window (tokens)")
         sp.add_argument("--cache-unigram", type=float, help="context cache unigram weight")
         sp.add_argument("--cache-bigram", type=float, help="context cache bigram weight")
@@ -218,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy gradient: exact expectation over the actions, or REINFORCE")
     t.add_argument("--retrieval-cost", type=float, default=0.002,
                    help="reward cost (nats) of one retrieval, scaled by 1 + k/k_max")
+    t.add_argument("--retrieval-budget", type=float, default=0.7,
+                   help="default share of tokens the policy's skip stage lets retrieve, in "
+                        "(0, 1]; callers can choose another per call (--budget)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_train)
 

@@ -172,10 +172,13 @@ class RetgenEngine:
     # -- parameters --------------------------------------------------------------------
     def retrieval_params(self, k: Optional[int] = None, temperature: Optional[float] = None,
                          lam: Optional[float] = None, nprobe: Optional[int] = None,
-                         policy: Optional[bool] = None) -> RetrievalParams:
+                         policy: Optional[bool] = None, budget: Optional[float] = None
+                         ) -> RetrievalParams:
         """Per-call parameters. With a trained policy and no explicit k/temperature/lam, the
-        policy chooses them per query (``policy=False`` turns it off); with a trained reranker
-        the defaults are the temperature and lam it was fitted with."""
+        policy chooses them per query (``policy=False`` turns it off) and its skip stage lets
+        only a ``budget`` share of the tokens encode and search (None: the trained default;
+        1: all); with a trained reranker the defaults are the temperature and lam it was
+        fitted with."""
         r = self.config.retrieval
         nprobe = nprobe if nprobe is not None else self.index.default_nprobe
         if self.index.nlist and not 1 <= nprobe <= self.index.nlist:
@@ -184,12 +187,18 @@ class RetgenEngine:
             raise ValueError("policy=True but this model has no trained policy (run `retgen train`)")
         explicit = k is not None or temperature is not None or lam is not None
         use_policy = self.policy is not None and (policy if policy is not None else not explicit)
+        if budget is not None and not (use_policy and getattr(self.policy, "skip_dim", 0)
+                                       and bool(self.policy.skip_trained)):
+            raise ValueError(f"budget={budget} needs the learned policy with a trained skip stage "
+                             "(run `retgen train`; do not pass k, temperature or lam, or "
+                             "policy=False)")
         d_tau = self.reranker.tau if self.reranker is not None else r.temperature
         d_lam = self.reranker.lam if self.reranker is not None else r.lam
         return RetrievalParams(k=r.k if k is None else k,
                                temperature=d_tau if temperature is None else temperature,
                                lam=d_lam if lam is None else lam,
-                               nprobe=nprobe if self.index.nlist else None, use_policy=use_policy)
+                               nprobe=nprobe if self.index.nlist else None, use_policy=use_policy,
+                               budget=budget)
 
     def sampling_params(self, temperature=None, top_k=None, top_p=None, repetition_penalty=None,
                         allow_unk=None) -> SamplingParams:

@@ -4,7 +4,9 @@
   context is exactly the query's last tokens, and ``div``, its redundancy with a better-ranked
   candidate: in the multi-resolution store the same text yields nested patterns ("the game",
   "of the game"), and a nested pair counts the same evidence twice.
-* Context features (policy): how confident the back-off is, from its history statistics.
+* Context features (policy): how confident the back-off is, from its history statistics, and
+  how much the context cache knows about the previous token. They need no encoding, so the
+  policy's skip stage can decide from them whether to encode and search at all.
 """
 from __future__ import annotations
 
@@ -71,3 +73,26 @@ def backoff_features(kn: KneserNeyLM, seq: np.ndarray, positions: np.ndarray) ->
         logtot = np.where(ok, np.log1p(tot), logtot)
         gam = np.where(ok, kn.gnum[h - 1][np.maximum(node, 0)] / np.where(ok, tot, 1.0), gam)
     return np.stack([order / max(kn.order - 1, 1), logtot / 10.0, gam], axis=1)
+
+
+def cache_features(window: int, seq: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """[n, 1] for predicting seq[i]: log1p of how often seq[i-1] occurred in the ``window``
+    tokens before it (what the cache's bigram part has to go on), / 5."""
+    seq = np.asarray(seq, dtype=np.int64)
+    N = len(seq)
+    pos = np.asarray(positions, dtype=np.int64)
+    keys = np.sort(seq * N + np.arange(N))
+    prev = seq[pos - 1]
+    lo = np.maximum(pos - window, 0)
+    n_prev = np.searchsorted(keys, prev * N + pos - 1) - np.searchsorted(keys, prev * N + lo)
+    return (np.log1p(n_prev) / 5.0)[:, None]
+
+
+def skip_features(kn: KneserNeyLM, window: int, seq: np.ndarray, positions: np.ndarray
+                  ) -> np.ndarray:
+    """[n, 4] the policy's pre-encoding features: back-off confidence and cache knowledge."""
+    return np.concatenate([backoff_features(kn, seq, positions),
+                           cache_features(window, seq, positions)], axis=1)
+
+
+SKIP_DIM = 4

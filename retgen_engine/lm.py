@@ -4,7 +4,8 @@
 log p(w) = logsumexp(log(1 - lam) + log p_base(w), log(lam) + log p_ret(w))
 
 With a learned reranker that has a gate, lam is shifted per query by what the search found
-(:func:`gated_lam`).
+(:func:`gated_lam`). A learned policy may choose k, tau and lam per query, and its skip stage
+may decide, before anything is encoded, that a query does not retrieve at all (lam = 0).
 
 Both parts are normalized over the whole vocabulary and p_base(w) > 0 for every w, so the
 mixture is a proper distribution with p(w) > 0 everywhere. Where retrieval finds nothing
@@ -19,7 +20,7 @@ import numpy as np
 
 from .kneser_ney import KneserNeyLM
 from .cache import ContextCache
-from .features import backoff_features, right_aligned
+from .features import backoff_features, cache_features, right_aligned, skip_features
 from .retrieval import PatternRetriever, Retrieved
 
 
@@ -33,6 +34,8 @@ class RetrievalParams:
     nprobe: Optional[int] = None
     #: let the learned policy choose k, temperature and lam per query
     use_policy: bool = False
+    #: with the policy's skip stage: the share of queries that retrieve (None: its default)
+    budget: Optional[float] = None
 
     def __post_init__(self):
         if not isinstance(self.k, (int, np.integer)) or self.k <= 0:
@@ -43,6 +46,9 @@ class RetrievalParams:
             raise ValueError(f"lam={self.lam!r}: the retrieval weight must be in [0, 1)")
         if self.nprobe is not None and self.nprobe < 1:
             raise ValueError(f"nprobe={self.nprobe!r}: must be >= 1")
+        if self.budget is not None and not 0 < self.budget <= 1:
+            raise ValueError(f"budget={self.budget!r}: the share of queries that retrieve must "
+                             "be in (0, 1]")
 
 
 def mix_logprobs(log_kn: np.ndarray, p_ret: np.ndarray, lam: np.ndarray | float) -> np.ndarray:
@@ -98,6 +104,13 @@ class RetgenLM:
             return self.policy.act(x)
         return (np.full(n, params.k), np.full(n, params.temperature), np.full(n, params.lam))
 
+    def _skips(self, params: RetrievalParams) -> bool:
+        """Whether the policy's skip stage decides, before any encoding, who retrieves."""
+        pol = self.policy
+        if not params.use_policy or pol is None or not getattr(pol, "skip_dim", 0):
+            return False
+        return bool(pol.skip_trained) and pol.skip_threshold(params.budget) > -np.inf
+
     def _weights_and_shift(self, r: Retrieved, tau, seq: np.ndarray, positions: np.ndarray
                            ) -> tuple[np.ndarray, np.ndarray]:
         """(energy weights [n, k], the gate's logit shift of lam [n]; 0 without a gate) for
@@ -131,13 +144,23 @@ class RetgenLM:
         p_ret = np.zeros(self.V)
         lam, used = 0.0, params
         text = self.retriever.context_text(history) if self._wants_retrieval(params) else ""
+        if text and self._skips(params):
+            short = np.array(history[-self.backoff.order:] + [0])
+            long = np.array(history[-self.cache.window - 1:] + [0])
+            z = np.concatenate([backoff_features(self.backoff, short, np.array([len(short) - 1])),
+                                cache_features(self.cache.window, long, np.array([len(long) - 1]))], 1)
+            if not self.policy.retrieve_mask(z, params.budget)[0]:  # the skip stage: no encoding, no search
+                text = ""
+                used = RetrievalParams(params.k, params.temperature, 0.0, params.nprobe, True,
+                                       params.budget)
         if text:
             ret = self.retriever
             vec = ret.encode([text])
             tail = history[-max(self.backoff.order, ret.max_length):] + [0]
             pos = np.array([len(tail) - 1])
             k, tau, lam_c = (x[0] for x in self._decide(params, vec, np.array(tail), pos))
-            used = RetrievalParams(int(k), float(tau), float(lam_c), params.nprobe, params.use_policy)
+            used = RetrievalParams(int(k), float(tau), float(lam_c), params.nprobe, params.use_policy,
+                                   params.budget)
             if lam_c > 0:
                 r = ret.search_vectors(vec, int(k), nprobe=params.nprobe,
                                        Q=right_aligned(np.array(tail), pos, ret.max_length))
@@ -172,15 +195,23 @@ class RetgenLM:
             tau, lam = np.full(n, params.temperature), np.full(n, params.lam)
             sel = np.ones(n, bool)
         else:
-            texts = ret.stream_texts(seq, pos) if query_vectors is None or retrieved is None else None
-            vecs = ret.encode(texts, progress=progress) if query_vectors is None else query_vectors
-            k, tau, lam = self._decide(params, vecs, seq, pos)
+            gi = np.arange(n)
+            if self._skips(params):  # the policy's skip stage, before any encoding
+                z = skip_features(self.backoff, self.cache.window, seq, pos)
+                gi = np.flatnonzero(self.policy.retrieve_mask(z, params.budget))
+            texts = ret.stream_texts(seq, pos[gi]) if query_vectors is None or retrieved is None else None
+            vecs = ret.encode(texts, progress=progress) if query_vectors is None else query_vectors[gi]
+            k, tau, lam = np.ones(n, np.int64), np.ones(n), np.zeros(n)
+            if len(gi):
+                k[gi], tau[gi], lam[gi] = self._decide(params, vecs, seq, pos[gi])
             sel = lam > 0
             if retrieved is not None:  # one search pass at the largest k serves every choice
                 r = retrieved.rows(sel)
             else:
-                sel &= np.array([bool(t) for t in texts])
-                r = ret.search_vectors(vecs[sel], int(k[sel].max()) if sel.any() else 1,
+                row = np.full(n, -1)
+                row[gi] = np.arange(len(gi))
+                sel[gi] &= np.array([bool(t) for t in texts], dtype=bool)
+                r = ret.search_vectors(vecs[row[sel]], int(k[sel].max()) if sel.any() else 1,
                                        nprobe=params.nprobe, progress=progress,
                                        Q=right_aligned(seq, pos[sel], ret.max_length))
         r = r.limit(k[sel])

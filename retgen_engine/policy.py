@@ -5,6 +5,14 @@ trained by policy gradient (exact expectation over the discrete actions, or REIN
 pi(q) = W3 ReLU(W2 ReLU(W1 q + b1) + b2) + b3, three categorical heads over fixed choices.
 reward = log p(y | q, k, tau, lam) - cost * [lam > 0] * (1 + k / k_max)
 
+Before any of that, an optional *skip stage* (``skip_dim > 0``) decides from cheap features
+alone (back-off confidence and cache statistics, :func:`~retgen_engine.features.skip_features`)
+whether to encode the query and search at all: encoding is most of a retrieval's time, so a
+decision that needs the embedding cannot save it. It is a small MLP that predicts the gain of
+retrieving (what the heads' retrieval adds to log p(y) over the base distribution) and
+retrieves on the ``budget`` share of queries where that prediction is highest (see
+:func:`fit_skip`), as adaptive-retrieval kNN-LMs do.
+
 The gain of retrieval over the base distribution is a few hundredths of a nat, far below the
 spread of log p(y) across queries, so the advantage is taken against two baselines: the
 query's own no-retrieval reward log p_base(y) (it does not depend on the action, so the
@@ -20,7 +28,7 @@ neighbouring text pass validation and then lose on unseen text.)
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -36,11 +44,16 @@ class RetrievalPolicy(nn.Module, SavableModule):
     def __init__(self, input_dim: int, hidden_dim: int = 64,
                  k_choices: Sequence[int] = (8, 16, 32, 64),
                  tau_choices: Sequence[float] = (0.01, 0.02, 0.05, 0.1, 0.2),
-                 lam_choices: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)):
+                 lam_choices: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3),
+                 skip_dim: int = 0, skip_hidden: int = 32):
         super().__init__()
         if min(k_choices) < 1 or min(tau_choices) <= 0 or not all(0 <= x < 1 for x in lam_choices):
             raise ValueError("policy choices: k >= 1, tau > 0, lambda in [0, 1)")
+        if skip_dim < 0 or skip_hidden < 1:
+            raise ValueError(f"skip_dim={skip_dim}, skip_hidden={skip_hidden}: skip_dim >= 0 "
+                             "(0 = no skip stage), skip_hidden >= 1")
         self.input_dim, self.hidden_dim = int(input_dim), int(hidden_dim)
+        self.skip_dim, self.skip_hidden = int(skip_dim), int(skip_hidden)
         self.k_choices = [int(x) for x in k_choices]
         self.tau_choices = [float(x) for x in tau_choices]
         self.lam_choices = [float(x) for x in lam_choices]
@@ -48,11 +61,54 @@ class RetrievalPolicy(nn.Module, SavableModule):
                                  nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
                                  nn.Linear(hidden_dim, len(self.k_choices) + len(self.tau_choices)
                                            + len(self.lam_choices)))
+        if self.skip_dim:
+            self.skip = nn.Sequential(nn.Linear(skip_dim, skip_hidden), nn.ReLU(),
+                                      nn.Linear(skip_hidden, 1))
+            self.register_buffer("skip_mu", torch.zeros(skip_dim))
+            self.register_buffer("skip_sd", torch.ones(skip_dim))
+            # quantiles 0, 0.01, ..., 1 of the predicted gain on the training queries: the
+            # threshold for any budget, so a caller can pick one per call
+            self.register_buffer("skip_quantiles", torch.zeros(101))
+            self.register_buffer("skip_budget", torch.ones(()))  # the trained default
+            # 0 until fit_skip has trained the stage: every query retrieves
+            self.register_buffer("skip_trained", torch.zeros(()))
 
     def get_config(self) -> dict:
         return {"input_dim": self.input_dim, "hidden_dim": self.hidden_dim,
                 "k_choices": self.k_choices, "tau_choices": self.tau_choices,
-                "lam_choices": self.lam_choices}
+                "lam_choices": self.lam_choices, "skip_dim": self.skip_dim,
+                "skip_hidden": self.skip_hidden}
+
+    @property
+    def has_skip(self) -> bool:
+        """A trained skip stage whose default budget skips some queries."""
+        return bool(self.skip_dim) and bool(self.skip_trained) and float(self.skip_budget) < 1
+
+    def skip_threshold(self, budget: Optional[float] = None) -> float:
+        """Predicted gain above which a query retrieves, for ``budget`` (the share of the
+        training queries that retrieve; None: the trained default)."""
+        b = float(self.skip_budget) if budget is None else float(budget)
+        if not 0 < b <= 1:
+            raise ValueError(f"budget={budget}: the share of queries that retrieve must be in (0, 1]")
+        if b >= 1:
+            return -np.inf
+        return float(np.interp(1 - b, np.linspace(0, 1, 101), self.skip_quantiles.numpy()))
+
+    def skip_value(self, z: torch.Tensor) -> torch.Tensor:
+        """[n] predicted gain of retrieving (nats) for cheap features z [n, skip_dim]."""
+        return self.skip((z - self.skip_mu) / self.skip_sd).squeeze(-1)
+
+    @torch.no_grad()
+    def retrieve_mask(self, z: np.ndarray, budget: Optional[float] = None) -> np.ndarray:
+        """[n] bool: which queries the skip stage sends to retrieval, for ``budget`` (None:
+        the trained default; all queries without a trained stage or with budget 1)."""
+        z = np.asarray(z, dtype=np.float32)
+        thr = self.skip_threshold(budget) if self.skip_dim and self.skip_trained else -np.inf
+        if thr == -np.inf:
+            return np.ones(len(z), dtype=bool)
+        if z.ndim != 2 or z.shape[1] != self.skip_dim:
+            raise ValueError(f"skip features of shape {z.shape}; expected [n, {self.skip_dim}]")
+        return self.skip_value(torch.as_tensor(z)).numpy() > thr
 
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.net(x)
@@ -206,4 +262,90 @@ def fit_policy(x: np.ndarray, log_base: np.ndarray, p_ret: np.ndarray, policy: R
     log.info("policy (%s): held-out NLL %.4f -> %.4f (best fixed %.4f, no retrieval %.4f), "
              "retrieves on %.1f%% of queries", method, before[1], after[1],
              rep["val_nll_best_fixed"], rep["val_nll_no_retrieval"], 100 * after[2])
+    return rep
+
+
+@torch.no_grad()
+def greedy_logp(policy: RetrievalPolicy, x: np.ndarray, lp: np.ndarray) -> np.ndarray:
+    """[n] log p(y) under the heads' greedy (k, tau, lam), from ``lp`` [n, |k|, |tau|, |lam|]
+    (:func:`reward_table`'s second output)."""
+    lk, lt, ll = policy.heads(torch.as_tensor(np.asarray(x, dtype=np.float32)))
+    n = np.arange(len(lp))
+    return np.asarray(lp)[n, lk.argmax(-1).numpy(), lt.argmax(-1).numpy(), ll.argmax(-1).numpy()]
+
+
+def fit_skip(policy: RetrievalPolicy, z: np.ndarray, gain: np.ndarray, budget: float = 0.7,
+             steps: int = 600, lr: float = 1e-2, seed: int = 0, val_frac: float = 0.2,
+             eval_every: int = 25, weight_decay: float = 1e-4, progress: bool = True) -> dict:
+    """Train the skip stage to retrieve on a ``budget`` share of queries, those where
+    retrieval is expected to add the most.
+
+    ``gain`` [n] is log p(y) with the heads' retrieval minus log p_base(y) for each query. The
+    stage regresses it on the cheap features (Adam on squared error; the weights with the
+    lowest error on the validation part, the last ``val_frac`` of the queries in corpus order,
+    are kept), and retrieves where the predicted gain is above its (1 - budget) quantile on
+    the training part. The gain of one query is noise around a few hundredths of a nat and
+    its scale differs between the held-out slice and new text, so a budget (a share of
+    queries, which is what buys speed) transfers where a cost in nats would not. The stage
+    stores the quantiles of its prediction, so a caller can choose another budget per call;
+    ``budget`` is the default (1: it is trained, but every query retrieves by default)."""
+    from tqdm.auto import tqdm
+
+    if not policy.skip_dim:
+        raise ValueError("this policy has no skip stage (skip_dim=0)")
+    if not 0 < budget <= 1:
+        raise ValueError(f"budget={budget}: the share of queries that retrieve must be in (0, 1]")
+    z = np.asarray(z, dtype=np.float32)
+    gain = np.asarray(gain, dtype=np.float64)
+    if z.shape != (len(gain), policy.skip_dim):
+        raise ValueError(f"skip features of shape {z.shape} for {len(gain)} gains; expected "
+                         f"[{len(gain)}, {policy.skip_dim}]")
+    torch.manual_seed(seed)
+    n = len(z)
+    n_val = max(1, int(n * val_frac))
+    tr, val = np.arange(n - n_val), np.arange(n - n_val, n)
+    with torch.no_grad():
+        policy.skip_mu.copy_(torch.as_tensor(z[tr].mean(0)))
+        policy.skip_sd.copy_(torch.as_tensor(z[tr].std(0) + 1e-3))
+    Z, G = torch.as_tensor(z), torch.as_tensor(gain, dtype=torch.float32)
+    ti, vi = torch.as_tensor(tr), torch.as_tensor(val)
+    with torch.no_grad():  # start as the constant predictor (the mean gain)
+        policy.skip[-1].weight.mul_(0.01)
+        policy.skip[-1].bias.fill_(float(gain[tr].mean()))
+        best = (float(((policy.skip_value(Z[vi]) - G[vi]) ** 2).mean()),
+                {k: t.clone() for k, t in policy.skip.state_dict().items()}, 0)
+    opt = torch.optim.Adam(policy.skip.parameters(), lr=lr, weight_decay=weight_decay)
+    for step in tqdm(range(1, steps + 1), desc="training skip stage", disable=not progress):
+        loss = ((policy.skip_value(Z[ti]) - G[ti]) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % eval_every == 0 or step == steps:
+            with torch.no_grad():
+                v = float(((policy.skip_value(Z[vi]) - G[vi]) ** 2).mean())
+            if v < best[0]:
+                best = (v, {k: t.clone() for k, t in policy.skip.state_dict().items()}, step)
+    policy.skip.load_state_dict(best[1])
+    with torch.no_grad():
+        pred = policy.skip_value(Z).numpy()
+        policy.skip_quantiles.copy_(torch.as_tensor(np.quantile(pred[tr], np.linspace(0, 1, 101))))
+        policy.skip_budget.fill_(budget)
+        policy.skip_trained.fill_(1.0)
+    go = policy.retrieve_mask(z[val])
+    total = float(gain[val].sum())
+    rep = {"budget": budget, "enabled": policy.has_skip, "best_step": best[2],
+           "val_mse": best[0], "val_mse_constant": float(gain[val].var()),
+           "val_retrieval_rate": float(go.mean()),
+           "val_gain_always": float(gain[val].mean()),
+           "val_gain_after": float(np.where(go, gain[val], 0.0).mean()),
+           "val_gain_kept_share": float(gain[val][go].sum() / total) if total else 1.0,
+           "steps": steps}
+    if policy.has_skip:
+        if rep["val_gain_kept_share"] <= rep["val_retrieval_rate"]:
+            log.warning("skip stage: on the held-out block it keeps %.1f%% of retrieval's gain "
+                        "with %.1f%% of the retrievals, no better than skipping at random",
+                        100 * rep["val_gain_kept_share"], 100 * rep["val_retrieval_rate"])
+        log.info("skip stage: retrieves on %.1f%% of held-out queries and keeps %.1f%% of "
+                 "what retrieval adds (%.4f of %.4f nats)", 100 * rep["val_retrieval_rate"],
+                 100 * rep["val_gain_kept_share"], rep["val_gain_after"], rep["val_gain_always"])
     return rep

@@ -13,7 +13,8 @@ import torch
 from .energy import EnergyModel
 from .heldout import build_training_data
 from .lm import mix_logprobs
-from .policy import RetrievalPolicy, fit_policy
+from .features import SKIP_DIM
+from .policy import RetrievalPolicy, fit_policy, fit_skip, greedy_logp, reward_table
 from .reranker import fit_reranker
 from .store import add_to_model
 
@@ -60,7 +61,8 @@ def best_fixed(data: dict, energy: EnergyModel, k_choices, tau_choices, lam_choi
 
 def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
           max_queries: int = 20000, fraction: float = 0.02, reranker_steps: int = 300,
-          policy_steps: int = 1500, cost: float = 0.002, progress: bool = True,
+          policy_steps: int = 1500, cost: float = 0.002, skip_budget: float = 0.7,
+          progress: bool = True,
           policy_method: str = "exact",
           model_dir: Optional[str | Path] = None) -> dict:
     if not (reranker or policy):
@@ -92,11 +94,17 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
         report["reranker"] = rep
     if policy:
         pol = RetrievalPolicy(data["x"].shape[1], pc.policy_hidden_dim, k_choices, TAU_GRID,
-                              lam_choices)
+                              lam_choices, skip_dim=SKIP_DIM)
         table, shift = p_ret_table(energy, data, pol.k_choices, pol.tau_choices, gate)
         report["policy"] = fit_policy(data["x"], data["log_base"], table, pol, cost=cost,
                                       steps=policy_steps, seed=seed, progress=progress,
                                       method=policy_method, shift=shift)
+        # the skip stage, on what the trained heads' retrieval adds
+        _, lp = reward_table(data["log_base"], table, pol, cost, shift)
+        gain = greedy_logp(pol, data["x"], lp) - data["log_base"]
+        gain = np.where(data["valid"].any(axis=1), gain, 0.0)  # found nothing: base alone
+        report["policy"]["skip"] = fit_skip(pol, data["z"], gain, skip_budget, seed=seed,
+                                            progress=progress)
         pol.save(model_dir / "policy")
         subdirs.append("policy")
     report["seconds"] = time.perf_counter() - t0

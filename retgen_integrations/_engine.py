@@ -17,7 +17,7 @@ _CACHE: dict[str, RetgenEngine] = {}
 _CACHE_LOCK = threading.Lock()
 
 #: the generation arguments the adapters forward to :meth:`RetgenEngine.generate`.
-GENERATION_ARGS = ("temperature", "top_k", "top_p", "repetition_penalty", "seed")
+GENERATION_ARGS = ("temperature", "top_k", "top_p", "repetition_penalty", "seed", "budget")
 
 
 def resolve_engine(engine: Optional[RetgenEngine], model_dir: Optional[str | os.PathLike]
@@ -62,6 +62,9 @@ class GenerationFields(BaseModel):
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
     repetition_penalty: Optional[float] = Field(None, gt=0.0)
     seed: Optional[int] = None
+    #: with a trained policy: the share of tokens that encode and search (its skip stage);
+    #: lower is faster. None: the model's trained default.
+    budget: Optional[float] = Field(None, gt=0.0, le=1.0)
     stop: Optional[list[str]] = None
     _loaded: Optional[RetgenEngine] = PrivateAttr(default=None)
 

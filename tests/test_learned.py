@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from retgen_engine import RetgenEngine
+from retgen_engine.features import skip_features
 from retgen_engine.heldout import build_training_data
 from retgen_engine.lm import gated_lam, mix_logprobs
-from retgen_engine.policy import RetrievalPolicy, fit_policy, reward_table
+from retgen_engine.policy import RetrievalPolicy, fit_policy, fit_skip, reward_table
 from retgen_engine.reranker import EnergyReranker, fit_reranker
 from retgen_engine.training import p_ret_table, train
 
@@ -123,6 +124,40 @@ def test_policy_reward_table_matches_the_mixture():
     np.testing.assert_allclose(lp2[:, :, :, 0], lp[:, :, :, 0])
 
 
+def test_skip_stage_retrieves_where_the_gain_is_and_keeps_the_budget(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 4000
+    z = rng.normal(size=(n, 4))
+    gain = 0.05 * (z[:, 1] > 0.5) + 0.01 * rng.normal(size=n)  # retrieval helps where z1 is high
+    pol = RetrievalPolicy(8, 8, skip_dim=4)
+    assert not pol.has_skip and pol.retrieve_mask(z).all()  # untrained: everyone retrieves
+    rep = fit_skip(pol, z, gain, budget=0.3, steps=200, progress=False)
+    assert rep["enabled"] and pol.has_skip
+    go = pol.retrieve_mask(z)
+    assert abs(go.mean() - 0.3) < 0.03  # the budget is the share of queries that retrieve
+    assert rep["val_gain_kept_share"] > 0.9 and rep["val_mse"] < rep["val_mse_constant"]
+    assert (z[go, 1] > 0.5).mean() > 0.9  # and it is where the gain is
+    assert abs(pol.retrieve_mask(z, budget=0.6).mean() - 0.6) < 0.03  # another budget per call
+    assert pol.retrieve_mask(z, budget=1.0).all()
+    with pytest.raises(ValueError, match=r"budget=0\.0: the share of queries"):
+        pol.retrieve_mask(z, budget=0.0)
+    with pytest.raises(ValueError, match=r"skip features of shape \(4000, 3\)"):
+        fit_skip(pol, z[:, :3], gain, progress=False)
+    with pytest.raises(ValueError, match="no skip stage"):
+        fit_skip(RetrievalPolicy(8, 8), z, gain, progress=False)
+    pol.save(tmp_path / "p")
+    back = RetrievalPolicy.load(tmp_path / "p")
+    np.testing.assert_array_equal(back.retrieve_mask(z), go)
+    assert back.has_skip and float(back.skip_budget) == pytest.approx(0.3)
+    # a policy saved before the skip stage existed (no skip_dim in its config) still loads
+    old = RetrievalPolicy(8, 8)
+    old.save(tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    cfg.pop("skip_dim"), cfg.pop("skip_hidden")
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    assert not RetrievalPolicy.load(tmp_path / "old").has_skip
+
+
 def test_round_trip_is_exact(tmp_path):
     pol = RetrievalPolicy(10, 8)
     pol.save(tmp_path / "p")
@@ -174,6 +209,30 @@ def test_train_stores_parts_in_the_model(tiny_model_dir, tmp_path):
             assert out["lam"][i - 1] == pytest.approx(info.lam, abs=1e-9)
     used = out["lam"][out["lam"] > 0]  # fixed lam 0.3: the gate moves it per query
     assert np.unique(np.round(used, 9)).size > 1 and used.max() != used.min()
+    # the skip stage decides before encoding: skipped tokens encode nothing
+    assert rep["policy"]["skip"]["enabled"] and trained.policy.has_skip
+    pol_params = trained.retrieval_params(budget=0.5)
+    # new text (not a stretch the back-off knows by heart): the training words, shuffled
+    rng = np.random.default_rng(0)
+    long = np.concatenate([[1], rng.permutation(trained.stream_ids[2000:2300].astype(np.int64))])
+    out = trained.lm.score_stream(long, pol_params)
+    encoded = []
+    real = trained.retriever.encode
+    trained.retriever.encode = lambda texts, **kw: encoded.append(len(texts)) or real(texts, **kw)
+    for i in range(1, 40):
+        lp, info = trained.lm.next_token_logprobs(long[:i].tolist(), pol_params)
+        assert out["logp"][i - 1] == pytest.approx(lp[long[i]], abs=1e-6)
+    trained.retriever.encode = real
+    pos = np.arange(1, 40)
+    go = trained.lm.policy.retrieve_mask(
+        skip_features(trained.backoff, trained.lm.cache.window, long, pos), budget=0.5)
+    nonempty = np.array([bool(t) for t in trained.retriever.stream_texts(long, pos)])
+    assert 0 < len(encoded) == int((go & nonempty).sum()) < int(nonempty.sum())
+    full = trained.lm.score_stream(long, trained.retrieval_params(budget=1.0))
+    assert np.mean(full["retrieved_any"]) > np.mean(out["retrieved_any"])
+    assert not np.any(out["retrieved_any"] & ~full["retrieved_any"])
+    with pytest.raises(ValueError, match="budget=0.5 needs the learned policy"):
+        trained.retrieval_params(k=8, budget=0.5)
     a = trained.generate("The game", max_new_tokens=8, seed=3)
     b = RetgenEngine.load(d).generate("The game", max_new_tokens=8, seed=3)
     assert a.text == b.text

@@ -218,3 +218,14 @@ def test_llm_invoke_stream_batch(tiny_model_dir):
     info = res.generations[0][0].generation_info
     assert len(info["retgen_trace"]) == 6 and info["finish_reason"] == "length"
     assert llm.batch(["A", "B"], max_tokens=3) and llm._llm_type == "retgen"
+
+
+def test_budget_reaches_the_engine(tiny_engine):
+    # the per-call retrieval budget (the policy's skip stage) is forwarded to the engine: this
+    # model has no trained policy, so the engine refuses it by name
+    with pytest.raises(ValueError, match="budget=0.5 needs the learned policy"):
+        ChatRetgen(engine=tiny_engine, max_tokens=4, budget=0.5).invoke("the cat")
+    with pytest.raises(ValueError, match="budget=0.5 needs the learned policy"):
+        RetgenLLM(engine=tiny_engine, max_tokens=4).invoke("the cat", budget=0.5)
+    with pytest.raises(ValueError):
+        ChatRetgen(engine=tiny_engine, budget=1.5)
