@@ -17,6 +17,7 @@ measured afresh.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -37,7 +38,7 @@ from retgen_engine.lm import RetrievalParams, gated_lam, mix_logprobs
 from retgen_engine.retrieval import Retrieved
 from retgen_engine.training import train
 
-from lm_benchmark import CORPORA, DATA, GRID_K, GRID_LAM, GRID_TAU, PROMPTS, machine
+from lm_benchmark import CORPORA, DATA, GRID_K, GRID_LAM, GRID_TAU, PROMPTS, cache_of, machine
 
 HERE = Path(__file__).resolve().parent
 # the fixed-parameter grid reaches below lm_benchmark's smallest lambda (its best is 0.02)
@@ -169,7 +170,9 @@ def main() -> None:
 
     def load():
         e = RetgenEngine.load(a.model_dir)
-        e.set_cache(cache.get("cache_window"), cache.get("cache_unigram"), cache.get("cache_bigram"))
+        if cache:
+            c = cache_of(cache)
+            e.set_cache(c.window, c.unigram, c.bigram, c.trigram, c.decay, c.kappa)
         return e
 
     eng = load()
@@ -354,16 +357,16 @@ def main() -> None:
               "best_fixed_similarity_only": best_sim, "best_fixed_learned_rerank": best_learned,
               "training": eng.manifest.get("training"), "grid_similarity_only": grid_sim,
               "skip_frontier": frontier,
-              "cache": {"window": eng.lm.cache.window, "unigram": eng.lm.cache.unigram,
-                        "bigram": eng.lm.cache.bigram},
+              "cache": dataclasses.asdict(eng.lm.cache),
               "machine": mach}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"ablation_{a.corpus}.json").write_text(json.dumps(result, indent=1, default=float))
     md = [f"# Ablation on {a.corpus} (one model, one run)", "",
           f"Machine: {mach['cpu']}, {mach['cores']} cores, load {mach['load_average'][0]:.1f} at start / "
           f"{mach['load_average_end'][0]:.1f} at end; {mach['date']}. KenLM 5-gram test reference: {KENLM}. "
-          f"Context cache (tuned on valid by lm_benchmark.py): window {eng.lm.cache.window}, unigram "
-          f"{eng.lm.cache.unigram}, bigram {eng.lm.cache.bigram}; the grids below tune k, tau and lambda on top of it.",
+          f"Context cache (tuned on valid by lm_benchmark.py): "
+          f"{', '.join(f'{k} {v}' for k, v in dataclasses.asdict(eng.lm.cache).items())}; "
+          "the grids below tune k, tau and lambda on top of it.",
           "", "| row | valid ppl | test ppl | test / KenLM | retrieval rate | index MiB | median ms/query "
               "(search, 1 thread) | tokens/s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -37,9 +37,16 @@ CORPORA = {
 GRID_K = [8, 16, 32, 64]
 GRID_TAU = [0.01, 0.02, 0.05, 0.1, 0.2]
 GRID_LAM = [0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5]
-GRID_CACHE = [(0.0, 0.0), (0.05, 0.05), (0.1, 0.05), (0.1, 0.1), (0.15, 0.1), (0.1, 0.15),
-              (0.15, 0.15)]
+# the context cache, tuned first on the base distribution (window and decay fix what the
+# cache counts; the weights only mix it), then (k, tau, lambda) on top of the best settings
 GRID_WINDOW = [500, 1000, 2000]
+GRID_DECAY = [0.0, 100.0, 200.0, 500.0]
+GRID_UNIGRAM = [0.05, 0.08, 0.1, 0.13, 0.16]
+GRID_BIGRAM = [0.0, 0.05, 0.1, 0.15, 0.2]
+GRID_TRIGRAM = [0.0, 0.05, 0.1, 0.15, 0.2]
+GRID_KAPPA = [0.0, 1.0, 3.0]
+CACHE_KEYS = ("cache_window", "cache_unigram", "cache_bigram", "cache_trigram", "cache_decay",
+              "cache_kappa")
 PROMPTS = ["The game was released in", "In 1998 , the company", "He said that the"]
 
 
@@ -57,9 +64,34 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
-def tune(eng: RetgenEngine, ids: np.ndarray, log: logging.Logger) -> tuple[dict, list]:
-    """Grid search of the cache weights and (k, tau, lambda) on valid, from one search pass
-    at the largest k."""
+def cache_of(params: dict) -> ContextCache:
+    """The context cache a results row describes (rows from before the trigram cache have
+    only window, unigram and bigram)."""
+    return ContextCache(params["cache_window"], params["cache_unigram"], params["cache_bigram"],
+                        params.get("cache_trigram", 0.0), params.get("cache_decay", 0.0),
+                        params.get("cache_kappa", 0.0))
+
+
+def tune_cache(seq: np.ndarray, log_kn: np.ndarray, V: int) -> list[dict]:
+    """Every cache setting of the grid, scored on the base distribution (no retrieval)."""
+    rows = []
+    for window, decay in itertools.product(GRID_WINDOW, GRID_DECAY):
+        parts = ContextCache(window, decay=decay).stream_parts(seq, V)
+        for u, b, t, kappa in itertools.product(GRID_UNIGRAM, GRID_BIGRAM, GRID_TRIGRAM, GRID_KAPPA):
+            if u + b + t >= 0.6 or (kappa and not (b or t)):
+                continue
+            cache = ContextCache(window, u, b, t, decay, kappa)
+            rows.append({"cache_window": window, "cache_unigram": u, "cache_bigram": b,
+                         "cache_trigram": t, "cache_decay": decay, "cache_kappa": kappa,
+                         "valid_perplexity": float(np.exp(-cache.mix_parts(log_kn, parts).mean()))})
+    return rows
+
+
+def tune(eng: RetgenEngine, ids: np.ndarray, log: logging.Logger, top_caches: int = 3
+         ) -> tuple[dict, list]:
+    """Grid search on valid: the cache settings on the base distribution, then (k, tau,
+    lambda) over one search pass at the largest k, on top of the ``top_caches`` best cache
+    settings and of no cache."""
     seq = prepend_context(ids, eng.vocab)
     t = time.perf_counter()
     retrieved = eng.retriever.search_stream(seq, max(GRID_K), progress=True)
@@ -70,15 +102,20 @@ def tune(eng: RetgenEngine, ids: np.ndarray, log: logging.Logger) -> tuple[dict,
     for k, tau in itertools.product(GRID_K, GRID_TAU):
         r = retrieved.top(k)
         p_ret[k, tau] = (eng.retriever.target_probs(r, targets, tau), r.valid.any(axis=1))
-    rows = []
-    for window, (mu_u, mu_b) in itertools.product(GRID_WINDOW, GRID_CACHE):
-        if mu_u == mu_b == 0 and window != GRID_WINDOW[-1]:
-            continue  # no cache: the window does not matter
-        cache = ContextCache(window, mu_u, mu_b)
-        log_base = cache.mix_stream(log_kn, seq, len(eng.vocab))
-        common = {"cache_window": window, "cache_unigram": mu_u, "cache_bigram": mu_b}
-        rows.append({"k": 0, "temperature": 0, "lam": 0.0, **common,
-                     "valid_perplexity": float(np.exp(-log_base.mean()))})
+    cache_rows = tune_cache(seq, log_kn, len(eng.vocab))
+    log.info("cache grid: %d settings, best %s", len(cache_rows),
+             min(cache_rows, key=lambda r: r["valid_perplexity"]))
+    none = {"cache_window": GRID_WINDOW[-1], "cache_unigram": 0.0, "cache_bigram": 0.0,
+            "cache_trigram": 0.0, "cache_decay": 0.0, "cache_kappa": 0.0}
+    # the results keep the 50 best cache settings (of some 3,600) and every retrieval row
+    rows = [{"k": 0, "temperature": 0, "lam": 0.0, **r}
+            for r in sorted(cache_rows, key=lambda r: r["valid_perplexity"])[:50]]
+    for c in [none, *sorted(cache_rows, key=lambda r: r["valid_perplexity"])[:top_caches]]:
+        common = {k: c[k] for k in CACHE_KEYS}
+        log_base = cache_of(common).mix_stream(log_kn, seq, len(eng.vocab))
+        if c is none:
+            rows.append({"k": 0, "temperature": 0, "lam": 0.0, **common,
+                         "valid_perplexity": float(np.exp(-log_base.mean()))})
         for (k, tau), (p, has) in p_ret.items():
             for lam in GRID_LAM:
                 lp = mix_logprobs(log_base, p, np.where(has, lam, 0.0))
@@ -129,15 +166,16 @@ def main() -> None:
         RetgenEngine.build(files["train"], out=model_dir, config=cfg, overwrite=True, progress=True)
         eng = RetgenEngine.load(model_dir)
     stats = eng.manifest["build_stats"]
-    # the fixed-parameter model: similarity-only energy even if `retgen train` has run on it
+    # the fixed-parameter model: similarity-only energy, no lambda gate and no policy, even if
+    # `retgen train` has run on it
     eng.retriever.energy = EnergyModel.from_config(eng.config.energy)
+    eng.lm.gate = eng.lm.policy = eng.policy = None
 
     if a.speed_only:
         res_path = a.out / f"{a.corpus}.json"
         result = json.loads(res_path.read_text())
         tp = result["tuned_params"]
-        eng.lm.cache = ContextCache(tp.get("cache_window", eng.lm.cache.window), tp["cache_unigram"],
-                                    tp["cache_bigram"])
+        eng.lm.cache = cache_of(tp)
         gen = generation_speed(eng, tp, a.gen_tokens)
         result["generate_tokens_per_second"] = gen["median"]
         result["generate_runs_tokens_per_second"] = gen["runs"]
@@ -155,9 +193,9 @@ def main() -> None:
     valid = read_eval_tokens(files["valid"], eng.tokenizer)
     test = read_eval_tokens(files["test"], eng.tokenizer)
     best, grid = tune(eng, valid, log)
-    best_nocache = min((r for r in grid if r["cache_unigram"] == 0 and r["cache_bigram"] == 0),
+    best_nocache = min((r for r in grid if not cache_of(r).enabled),
                        key=lambda r: r["valid_perplexity"])
-    eng.lm.cache = ContextCache(best["cache_window"], best["cache_unigram"], best["cache_bigram"])
+    eng.lm.cache = cache_of(best)
     params = eng.retrieval_params(k=best["k"] or None, temperature=best["temperature"] or None,
                                   lam=best["lam"], policy=False)
     t = time.perf_counter()
@@ -166,7 +204,7 @@ def main() -> None:
     rep = perplexity_report(eng.lm, test, eng.vocab, params, retrieved=retrieved)
     test_secs = time.perf_counter() - t
     full_cache = eng.lm.cache
-    eng.lm.cache = ContextCache(full_cache.window, 0.0, 0.0)  # same run, without the cache
+    eng.lm.cache = ContextCache(full_cache.window, 0.0, 0.0, 0.0)  # same run, without the cache
     rep_nocache = perplexity_report(
         eng.lm, test, eng.vocab, eng.retrieval_params(k=best_nocache["k"],
                                                       temperature=best_nocache["temperature"],
@@ -201,8 +239,7 @@ def main() -> None:
         "retrieval_coverage": rep["retrieval_coverage"],
         "retrieval_only_test_perplexity_where_defined": rep["retrieval_only_perplexity_where_defined"],
         "test_tokens": rep["tokens"],
-        "tuned_params": {k: best[k] for k in ("k", "temperature", "lam", "cache_window",
-                                               "cache_unigram", "cache_bigram")},
+        "tuned_params": {k: best[k] for k in ("k", "temperature", "lam", *CACHE_KEYS)},
         "tuned_params_without_cache": {k: best_nocache[k] for k in ("k", "temperature", "lam")},
         "nprobe": params.nprobe,
         "build_seconds_encode": stats.get("build_seconds_encode"),
@@ -232,9 +269,9 @@ def main() -> None:
           *[f"| {name} | {v:.2f} | {v / kenlm:.3f} |" for name, v in rows], "",
           "| measure | value |", "|---|---|",
           f"| valid perplexity (tuned) | {best['valid_perplexity']:.2f} |",
-          f"| tuned k / tau / lambda / cache window / unigram / bigram | {best['k']} / "
-          f"{best['temperature']} / {best['lam']} / {best['cache_window']} / {best['cache_unigram']} / "
-          f"{best['cache_bigram']} |",
+          f"| tuned k / tau / lambda | {best['k']} / {best['temperature']} / {best['lam']} |",
+          f"| tuned cache window / unigram / bigram / trigram / decay / kappa | "
+          f"{' / '.join(str(best[k]) for k in CACHE_KEYS)} |",
           f"| retrieval coverage (test) | {rep['retrieval_coverage']:.3f} |",
           f"| patterns | {result['num_patterns']:,} |",
           f"| index in RAM | {eng.index.spec}, {index_bytes / 2**20:.1f} MiB (file "

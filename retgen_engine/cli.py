@@ -30,8 +30,8 @@ def _load_dataset(name: str, split: str):
 
 
 def _apply_cache(eng, a: argparse.Namespace) -> None:
-    if a.cache_window is not None or a.cache_unigram is not None or a.cache_bigram is not None:
-        eng.set_cache(a.cache_window, a.cache_unigram, a.cache_bigram)
+    eng.set_cache(a.cache_window, a.cache_unigram, a.cache_bigram, a.cache_trigram, a.cache_decay,
+                  a.cache_kappa)
 
 
 def _retrieval_overrides(a: argparse.Namespace) -> dict[str, Any]:
@@ -187,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--cache-window", type=int, help="context cache window (tokens)")
         sp.add_argument("--cache-unigram", type=float, help="context cache unigram weight")
         sp.add_argument("--cache-bigram", type=float, help="context cache bigram weight")
+        sp.add_argument("--cache-trigram", type=float, help="context cache trigram weight")
+        sp.add_argument("--cache-decay", type=float,
+                        help="context cache unigram decay in tokens (0: none)")
+        sp.add_argument("--cache-kappa", type=float,
+                        help="context cache: bigram/trigram weights scale by n / (n + kappa)")
 
     e = sub.add_parser("eval", help="perplexity of a model on a file")
     e.add_argument("--model", required=True)

@@ -115,15 +115,21 @@ class CacheConfig(BaseModel):
     model_config = _STRICT
     #: tokens of the current text (prompt + output, or evaluation text so far) kept.
     window: int = Field(2000, ge=1)
-    #: weights of the context's unigram and bigram distributions in the base distribution
-    #: (0 and 0 disable the cache).
+    #: weights of the context's unigram, bigram and trigram distributions in the base
+    #: distribution (all 0 disable the cache).
     unigram: float = Field(0.1, ge=0.0, lt=1.0)
     bigram: float = Field(0.1, ge=0.0, lt=1.0)
+    trigram: float = Field(0.1, ge=0.0, lt=1.0)
+    #: the unigram part weighs a token exp(-distance / decay); 0 = all tokens alike.
+    decay: float = Field(200.0, ge=0.0)
+    #: bigram/trigram weights scale by n / (n + kappa), n = how often the history occurred.
+    kappa: float = Field(1.0, ge=0.0)
 
     @model_validator(mode="after")
     def _check(self) -> "CacheConfig":
-        if self.unigram + self.bigram >= 1:
-            raise ValueError(f"cache.unigram + cache.bigram = {self.unigram + self.bigram} must be < 1")
+        total = self.unigram + self.bigram + self.trigram
+        if total >= 1:
+            raise ValueError(f"cache.unigram + cache.bigram + cache.trigram = {total} must be < 1")
         return self
 
 

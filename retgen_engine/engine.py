@@ -2,6 +2,8 @@
 retriever and generator. It holds no modelling logic of its own."""
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 from pathlib import Path
@@ -60,7 +62,8 @@ class RetgenEngine:
         c = config.cache
         gate = reranker if reranker is not None and reranker.gate else None
         self.lm = RetgenLM(backoff, self.retriever, policy,
-                           ContextCache(c.window, c.unigram, c.bigram), gate=gate)
+                           ContextCache(c.window, c.unigram, c.bigram, c.trigram, c.decay,
+                                        c.kappa), gate=gate)
         self.sources = SourceText(stream, doc_offsets, doc_names, tokenizer,
                                   config.patterns.snippet_tokens)
         self.generator = Generator(self.lm, tokenizer, self.sources, config.generation.trace_top)
@@ -209,12 +212,14 @@ class RetgenEngine:
                               pick(allow_unk, g.allow_unk))
 
     def set_cache(self, window: Optional[int] = None, unigram: Optional[float] = None,
-                  bigram: Optional[float] = None) -> None:
-        """Change the context cache for this engine instance (not the saved model)."""
-        c = self.lm.cache
-        self.lm.cache = ContextCache(c.window if window is None else window,
-                                     c.unigram if unigram is None else unigram,
-                                     c.bigram if bigram is None else bigram)
+                  bigram: Optional[float] = None, trigram: Optional[float] = None,
+                  decay: Optional[float] = None, kappa: Optional[float] = None) -> None:
+        """Change the context cache for this engine instance (not the saved model); None
+        keeps a setting as it is."""
+        given = dict(window=window, unigram=unigram, bigram=bigram, trigram=trigram,
+                     decay=decay, kappa=kappa)
+        self.lm.cache = dataclasses.replace(self.lm.cache,
+                                            **{k: v for k, v in given.items() if v is not None})
 
     # -- language model ----------------------------------------------------------------
     def next_token_logprobs(self, context: str | Sequence[int], **retrieval: Any) -> np.ndarray:

@@ -126,15 +126,15 @@ class Generator:
                                           self.sources.snippet(pos),
                                           self.tokenizer.context_text([itos[t] for t in ctx]),
                                           pid, len(ctx)))
-        w_kn = (1 - info.lam) * (1 - info.mu_u - info.mu_b) * info.p_kn[token] / p_final
+        w_kn = (1 - info.lam) * (1 - info.cache_mu.total) * info.p_kn[token] / p_final
         order, pos = kn.longest_match(info.history, token)
         if pos >= 0:
             doc, off = self.sources.locate(pos)
             hist = [itos[t] for t in info.history[len(info.history) - order + 1:]] if order > 1 else []
             entries.append(TraceEntry("ngram", float(w_kn), doc, off, self.sources.snippet(pos),
                                       self.tokenizer.context_text(hist), -1, order))
-        if info.mu_u or info.mu_b:
-            share, at = self.lm.cache.share(info.history, token, info.mu_u, info.mu_b)
+        if info.cache_mu.total:
+            share, at = self.lm.cache.share(info.history, token, info.cache_mu)
             if share > 0 and at >= 0:
                 lo = max(0, at - self.sources.snippet_tokens + 1)
                 entries.append(TraceEntry(

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from .kneser_ney import KneserNeyLM
-from .cache import ContextCache
+from .cache import CacheWeights, ContextCache
 from .features import backoff_features, cache_features, right_aligned, skip_features
 from .retrieval import PatternRetriever, Retrieved
 
@@ -79,8 +79,7 @@ class StepInfo:
     params: RetrievalParams
     p_kn: np.ndarray = field(repr=False)
     p_ret: np.ndarray = field(repr=False)
-    mu_u: float = 0.0   # context-cache weights in force inside the base distribution
-    mu_b: float = 0.0
+    cache_mu: CacheWeights = CacheWeights()  # context-cache weights inside the base distribution
 
 
 class RetgenLM:
@@ -138,7 +137,7 @@ class RetgenLM:
                             ) -> tuple[np.ndarray, StepInfo]:
         history = [int(t) for t in history]
         p_kn = self.backoff.distribution(history)
-        p_base, mu_u, mu_b = self.cache.dense(history, p_kn)
+        p_base, cache_mu = self.cache.dense(history, p_kn)
         r = Retrieved(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64))
         w = np.zeros((1, 0))
         p_ret = np.zeros(self.V)
@@ -169,7 +168,7 @@ class RetgenLM:
                     p_ret = ret.dense(r, float(tau), weights=w)
                     lam = float(gated_lam(float(lam_c), shift)[0])
         logp = mix_logprobs(np.log(p_base), p_ret, lam)
-        return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, mu_u, mu_b)
+        return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, cache_mu)
 
     def score_stream(self, seq: np.ndarray, params: RetrievalParams, start: int = 1,
                      retrieved: Optional[Retrieved] = None, progress: bool = False,

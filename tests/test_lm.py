@@ -75,22 +75,49 @@ def test_perplexity_report(tiny_engine, sample_corpus, tmp_path):
     assert no_retrieval["perplexity"] != pytest.approx(rep["backoff_perplexity"])  # cache is on
 
 
-def test_context_cache_stream_matches_dense():
+@pytest.mark.parametrize("kw", [dict(unigram=0.2, bigram=0.3),
+                                dict(unigram=0.2, bigram=0.2, trigram=0.3, decay=7.0, kappa=1.5),
+                                dict(unigram=0.0, bigram=0.0, trigram=0.4),
+                                dict(unigram=0.3, decay=2.0)])
+def test_context_cache_stream_matches_dense(kw):
     from retgen_engine.cache import ContextCache
 
     rng = np.random.default_rng(0)
-    V = 30
+    V = 12  # few types: bigram and trigram histories repeat inside the window
     seq = rng.integers(0, V, size=400)
-    cache = ContextCache(window=50, unigram=0.2, bigram=0.3)
+    cache = ContextCache(window=50, **kw)
     p_kn = rng.dirichlet(np.ones(V), size=len(seq))
     log_kn = np.log(p_kn[np.arange(len(seq)), seq])[1:]
     stream = cache.mix_stream(log_kn, seq, V, start=1)
-    for i in (1, 2, 3, 40, 51, 52, 399):
-        p, mu_u, mu_b = cache.dense(seq[:i].tolist(), p_kn[i])
+    used = np.zeros(3)
+    for i in range(1, len(seq)):
+        p, mu = cache.dense(seq[:i].tolist(), p_kn[i])
         assert abs(p.sum() - 1) < 1e-9 and p.min() > 0
-        assert stream[i - 1] == pytest.approx(np.log(p[seq[i]]), abs=1e-12)
+        assert stream[i - 1] == pytest.approx(np.log(p[seq[i]]), abs=1e-10)
+        used += [mu.unigram > 0, mu.bigram > 0, mu.trigram > 0]
+        # the trace's share of the cache is what the mixture gave the token beyond the back-off
+        share, at = cache.share(seq[:i].tolist(), int(seq[i]), mu)
+        assert share == pytest.approx(p[seq[i]] - (1 - mu.total) * p_kn[i][seq[i]], abs=1e-12)
+        assert (at >= 0) == (share > 0) and (at < 0 or seq[at] == seq[i])
+    # every part was in force somewhere (the window slides past position 50)
+    assert all(used[j] > 0 for j, w in enumerate(("unigram", "bigram", "trigram")) if kw.get(w))
+    # count-dependent weights: a history seen once weighs less than one seen often
+    if kw.get("kappa"):
+        assert ContextCache(window=50, **kw)._count_weight(0.2, np.array([1, 10])).tolist() == \
+            pytest.approx([0.2 / 2.5, 0.2 * 10 / 11.5])
+
+
+def test_context_cache_validates():
+    from retgen_engine.cache import ContextCache
+
     with pytest.raises(ValueError, match="sum < 1"):
         ContextCache(unigram=0.6, bigram=0.5)
+    with pytest.raises(ValueError, match="trigram=0.5: each >= 0 and their sum < 1"):
+        ContextCache(unigram=0.3, bigram=0.3, trigram=0.5)
+    with pytest.raises(ValueError, match="decay=-1"):
+        ContextCache(decay=-1)
+    with pytest.raises(ValueError, match="kappa=-0.5"):
+        ContextCache(kappa=-0.5)
 
 
 def test_similarity_only_scoring_skips_candidate_features(tiny_engine, monkeypatch):
