@@ -59,7 +59,14 @@ def test_train_command_picks_part_and_method(tmp_path, capsys, tiny_model_dir):
     rep = json.loads(capsys.readouterr().out)
     assert "policy" in rep and "reranker" not in rep
     assert rep["policy"]["val_reward_after"] >= rep["policy"]["val_reward_before"]
+    assert rep["policy"]["skip"]["budget"] == 0.7  # the skip stage's default budget
     assert (model / "policy" / "model.safetensors").is_file()
+    # the retrieval budget per call: allowed with the trained policy, checked by value
+    assert main(["generate", "--model", str(model), "--prompt", "the game", "--budget", "0.4",
+                 "--max-new-tokens", "3", "--seed", "0"]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--model", str(tiny_model_dir), "--prompt", "a", "--budget", "0.5"]) == 2
+    assert "budget=0.5 needs the learned policy" in capsys.readouterr().err
     assert main(["info", "--model", str(model), "--verify"]) == 0
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
