@@ -32,7 +32,7 @@ from retgen_engine import RETGENConfig, RetgenEngine
 from retgen_engine.corpus import read_eval_tokens
 from retgen_engine.energy import EnergyModel
 from retgen_engine.evaluation import prepend_context
-from retgen_engine.features import right_aligned
+from retgen_engine.features import backoff_features, right_aligned
 from retgen_engine.index import FaissIndex
 from retgen_engine.lm import RetrievalParams, gated_lam, mix_logprobs
 from retgen_engine.retrieval import Retrieved
@@ -249,11 +249,12 @@ def main() -> None:
     def grid(index_name, energy):
         s, r = splits["valid"], retrieved[index_name, "valid"]
         targets, pos = s["seq"][1:], np.arange(1, len(s["seq"]))
+        kf = backoff_features(eng.backoff, s["seq"], pos)  # the gate's inputs, once per grid
         rows = []
         use(energy)
         for k, tau in itertools.product(GRID_K, GRID_TAU):
             rk = r.top(k)
-            p, shift = eng.lm.retrieval_terms(rk, targets, tau, s["seq"], pos)
+            p, shift = eng.lm.retrieval_terms(rk, targets, tau, s["seq"], pos, kf=kf)
             has = rk.valid.any(axis=1)
             for lam in GRID_LAM_FINE:
                 lp = mix_logprobs(s["log_base"], p, np.where(has, gated_lam(lam, shift), 0.0))

@@ -3,7 +3,6 @@ retriever and generator. It holds no modelling logic of its own."""
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import os
 from pathlib import Path
@@ -190,8 +189,7 @@ class RetgenEngine:
             raise ValueError("policy=True but this model has no trained policy (run `retgen train`)")
         explicit = k is not None or temperature is not None or lam is not None
         use_policy = self.policy is not None and (policy if policy is not None else not explicit)
-        if budget is not None and not (use_policy and getattr(self.policy, "skip_dim", 0)
-                                       and bool(self.policy.skip_trained)):
+        if budget is not None and not (use_policy and self.policy.skip_ready):
             raise ValueError(f"budget={budget} needs the learned policy with a trained skip stage "
                              "(run `retgen train`; do not pass k, temperature or lam, or "
                              "policy=False)")

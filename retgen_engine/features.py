@@ -88,11 +88,11 @@ def cache_features(window: int, seq: np.ndarray, positions: np.ndarray) -> np.nd
     return (np.log1p(n_prev) / 5.0)[:, None]
 
 
-def skip_features(kn: KneserNeyLM, window: int, seq: np.ndarray, positions: np.ndarray
+def skip_features(kf: np.ndarray, window: int, seq: np.ndarray, positions: np.ndarray
                   ) -> np.ndarray:
-    """[n, 4] the policy's pre-encoding features: back-off confidence and cache knowledge."""
-    return np.concatenate([backoff_features(kn, seq, positions),
-                           cache_features(window, seq, positions)], axis=1)
+    """[n, SKIP_DIM] the policy's pre-encoding features: the back-off's confidence ``kf``
+    (:func:`backoff_features` of the same positions) and the cache's knowledge of seq[i-1]."""
+    return np.concatenate([kf, cache_features(window, seq, positions)], axis=1)
 
 
 SKIP_DIM = 4

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from .features import backoff_features, cache_features, candidate_features, right_aligned
+from .features import backoff_features, candidate_features, right_aligned, skip_features
 from .kneser_ney import KneserNeyLM
 from .ngrams import NGramLevel, build_levels, lookup
 from .patterns import PatternTable
@@ -96,5 +96,5 @@ def build_training_data(engine, fraction: float = 0.02, max_queries: int = 20000
     return {"dist": np.where(valid, D, 0.0), "valid": valid, "ratio": ratio, "ids": I_m,
             "logfreq": np.log(np.maximum(cnt, 1)), "div": feats["div"], "len": feats["len"],
             "exact": feats["exact"], "log_base": log_base, "x": np.concatenate([vecs, kf], axis=1),
-            "z": np.concatenate([kf, cache_features(engine.lm.cache.window, stream, pos)], axis=1),
+            "z": skip_features(kf, engine.lm.cache.window, stream, pos),
             "positions": pos, "targets": targets, "cut": cut}

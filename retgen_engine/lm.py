@@ -20,7 +20,7 @@ import numpy as np
 
 from .kneser_ney import KneserNeyLM
 from .cache import CacheWeights, ContextCache
-from .features import backoff_features, cache_features, right_aligned, skip_features
+from .features import backoff_features, right_aligned, skip_features
 from .retrieval import PatternRetriever, Retrieved
 
 
@@ -92,42 +92,49 @@ class RetgenLM:
         self.cache = cache or ContextCache(unigram=0.0, bigram=0.0)
         self.V = backoff.V
 
-    def _decide(self, params: RetrievalParams, vecs: np.ndarray, seq: np.ndarray,
-                positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n = len(positions)
+    def _decide(self, params: RetrievalParams, vecs: np.ndarray, kf: Optional[np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(k, tau, lam) per query: the policy's choice from the embeddings and the back-off
+        features ``kf``, or the fixed parameters."""
+        n = len(vecs)
         if params.use_policy:
             if self.policy is None:
                 raise ValueError("use_policy=True but this model has no trained policy "
                                  "(run `retgen train`)")
-            x = np.concatenate([vecs, backoff_features(self.backoff, seq, positions)], axis=1)
-            return self.policy.act(x)
+            return self.policy.act(np.concatenate([vecs, kf], axis=1))
         return (np.full(n, params.k), np.full(n, params.temperature), np.full(n, params.lam))
 
     def _skips(self, params: RetrievalParams) -> bool:
         """Whether the policy's skip stage decides, before any encoding, who retrieves."""
         pol = self.policy
-        if not params.use_policy or pol is None or not getattr(pol, "skip_dim", 0):
-            return False
-        return bool(pol.skip_trained) and pol.skip_threshold(params.budget) > -np.inf
+        return (params.use_policy and pol is not None and pol.skip_ready
+                and pol.skip_threshold(params.budget) > -np.inf)
 
-    def _weights_and_shift(self, r: Retrieved, tau, seq: np.ndarray, positions: np.ndarray
+    def _needs_kf(self, params: RetrievalParams) -> bool:
+        """Whether the policy or the gate reads the back-off features."""
+        return params.use_policy or self.gate is not None
+
+    def _weights_and_shift(self, r: Retrieved, tau, kf: Optional[np.ndarray]
                            ) -> tuple[np.ndarray, np.ndarray]:
         """(energy weights [n, k], the gate's logit shift of lam [n]; 0 without a gate) for
-        retrieved ``r``, n queries predicting seq[positions]. Candidate features are computed
-        once, and only when the energy or the gate reads them."""
+        retrieved ``r`` and the queries' back-off features ``kf`` (read by the gate only).
+        Candidate features are computed once, and only when the energy or the gate reads them."""
         ret = self.retriever
         gate = self.gate is not None and r.Q is not None
         feats = ret.features(r) if gate or (r.Q is not None and ret.energy.uses_features) else None
         w = ret.weights(r, tau, feats=feats)
         if not gate:
             return w, np.zeros(len(w))
-        kf = backoff_features(self.backoff, seq, positions)
         return w, self.gate.lam_shift(w, r.D, r.valid, feats["exact"], feats["length"], kf)
 
     def retrieval_terms(self, r: Retrieved, targets: np.ndarray, tau, seq: np.ndarray,
-                        positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(p_ret of each target [n], the gate's logit shift of lam [n]) for retrieved ``r``."""
-        w, shift = self._weights_and_shift(r, tau, seq, positions)
+                        positions: np.ndarray, kf: Optional[np.ndarray] = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """(p_ret of each target [n], the gate's logit shift of lam [n]) for retrieved ``r``,
+        n queries predicting seq[positions] (``kf``: their back-off features, if computed)."""
+        if kf is None and self.gate is not None:
+            kf = backoff_features(self.backoff, seq, positions)
+        w, shift = self._weights_and_shift(r, tau, kf)
         return self.retriever.target_probs(r, targets, tau, weights=w), shift
 
     def _wants_retrieval(self, params: RetrievalParams) -> bool:
@@ -143,28 +150,28 @@ class RetgenLM:
         p_ret = np.zeros(self.V)
         lam, used = 0.0, params
         text = self.retriever.context_text(history) if self._wants_retrieval(params) else ""
-        if text and self._skips(params):
-            short = np.array(history[-self.backoff.order:] + [0])
-            long = np.array(history[-self.cache.window - 1:] + [0])
-            z = np.concatenate([backoff_features(self.backoff, short, np.array([len(short) - 1])),
-                                cache_features(self.cache.window, long, np.array([len(long) - 1]))], 1)
-            if not self.policy.retrieve_mask(z, params.budget)[0]:  # the skip stage: no encoding, no search
-                text = ""
-                used = RetrievalParams(params.k, params.temperature, 0.0, params.nprobe, True,
-                                       params.budget)
         if text:
             ret = self.retriever
-            vec = ret.encode([text])
-            tail = history[-max(self.backoff.order, ret.max_length):] + [0]
+            tail = np.array(history[-max(self.backoff.order, ret.max_length):] + [0])
             pos = np.array([len(tail) - 1])
-            k, tau, lam_c = (x[0] for x in self._decide(params, vec, np.array(tail), pos))
+            kf = backoff_features(self.backoff, tail, pos) if self._needs_kf(params) else None
+            if self._skips(params):
+                long = np.array(history[-self.cache.window - 1:] + [0])
+                z = skip_features(kf, self.cache.window, long, np.array([len(long) - 1]))
+                if not self.policy.retrieve_mask(z, params.budget)[0]:  # no encoding, no search
+                    text = ""
+                    used = RetrievalParams(params.k, params.temperature, 0.0, params.nprobe, True,
+                                           params.budget)
+        if text:
+            vec = ret.encode([text])
+            k, tau, lam_c = (x[0] for x in self._decide(params, vec, kf))
             used = RetrievalParams(int(k), float(tau), float(lam_c), params.nprobe, params.use_policy,
                                    params.budget)
             if lam_c > 0:
                 r = ret.search_vectors(vec, int(k), nprobe=params.nprobe,
-                                       Q=right_aligned(np.array(tail), pos, ret.max_length))
+                                       Q=right_aligned(tail, pos, ret.max_length))
                 if r.valid.any():
-                    w, shift = self._weights_and_shift(r, float(tau), np.array(tail), pos)
+                    w, shift = self._weights_and_shift(r, float(tau), kf)
                     p_ret = ret.dense(r, float(tau), weights=w)
                     lam = float(gated_lam(float(lam_c), shift)[0])
         logp = mix_logprobs(np.log(p_base), p_ret, lam)
@@ -188,6 +195,8 @@ class RetgenLM:
                     "lam": zeros, "retrieved_any": np.zeros(n, bool)}
         ret = self.retriever
         pos = np.arange(start, len(seq))
+        # back-off features of every position, once, if the policy or the gate reads them
+        kf = backoff_features(self.backoff, seq, pos) if self._needs_kf(params) else None
         if retrieved is not None and not params.use_policy:
             r = retrieved.top(params.k)
             k = np.full(n, params.k)
@@ -196,13 +205,13 @@ class RetgenLM:
         else:
             gi = np.arange(n)
             if self._skips(params):  # the policy's skip stage, before any encoding
-                z = skip_features(self.backoff, self.cache.window, seq, pos)
+                z = skip_features(kf, self.cache.window, seq, pos)
                 gi = np.flatnonzero(self.policy.retrieve_mask(z, params.budget))
             texts = ret.stream_texts(seq, pos[gi]) if query_vectors is None or retrieved is None else None
             vecs = ret.encode(texts, progress=progress) if query_vectors is None else query_vectors[gi]
             k, tau, lam = np.ones(n, np.int64), np.ones(n), np.zeros(n)
             if len(gi):
-                k[gi], tau[gi], lam[gi] = self._decide(params, vecs, seq, pos[gi])
+                k[gi], tau[gi], lam[gi] = self._decide(params, vecs, None if kf is None else kf[gi])
             sel = lam > 0
             if retrieved is not None:  # one search pass at the largest k serves every choice
                 r = retrieved.rows(sel)
@@ -216,7 +225,8 @@ class RetgenLM:
         r = r.limit(k[sel])
         p_ret = zeros.copy()
         shift = zeros.copy()
-        p_ret[sel], shift[sel] = self.retrieval_terms(r, targets[sel], tau[sel], seq, pos[sel])
+        p_ret[sel], shift[sel] = self.retrieval_terms(
+            r, targets[sel], tau[sel], seq, pos[sel], kf=None if kf is None else kf[sel])
         any_ = np.zeros(n, bool)
         any_[sel] = r.valid.any(axis=1)
         lam_eff = np.where(any_, gated_lam(lam, shift), 0.0)

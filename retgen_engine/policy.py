@@ -80,9 +80,14 @@ class RetrievalPolicy(nn.Module, SavableModule):
                 "skip_hidden": self.skip_hidden}
 
     @property
+    def skip_ready(self) -> bool:
+        """A trained skip stage (any budget can then be asked for per call)."""
+        return bool(self.skip_dim) and bool(self.skip_trained)
+
+    @property
     def has_skip(self) -> bool:
         """A trained skip stage whose default budget skips some queries."""
-        return bool(self.skip_dim) and bool(self.skip_trained) and float(self.skip_budget) < 1
+        return self.skip_ready and float(self.skip_budget) < 1
 
     def skip_threshold(self, budget: Optional[float] = None) -> float:
         """Predicted gain above which a query retrieves, for ``budget`` (the share of the
@@ -103,7 +108,7 @@ class RetrievalPolicy(nn.Module, SavableModule):
         """[n] bool: which queries the skip stage sends to retrieval, for ``budget`` (None:
         the trained default; all queries without a trained stage or with budget 1)."""
         z = np.asarray(z, dtype=np.float32)
-        thr = self.skip_threshold(budget) if self.skip_dim and self.skip_trained else -np.inf
+        thr = self.skip_threshold(budget) if self.skip_ready else -np.inf
         if thr == -np.inf:
             return np.ones(len(z), dtype=bool)
         if z.ndim != 2 or z.shape[1] != self.skip_dim:
@@ -307,11 +312,12 @@ def fit_skip(policy: RetrievalPolicy, z: np.ndarray, gain: np.ndarray, budget: f
     with torch.no_grad():
         policy.skip_mu.copy_(torch.as_tensor(z[tr].mean(0)))
         policy.skip_sd.copy_(torch.as_tensor(z[tr].std(0) + 1e-3))
-    Z, G = torch.as_tensor(z), torch.as_tensor(gain, dtype=torch.float32)
-    ti, vi = torch.as_tensor(tr), torch.as_tensor(val)
-    with torch.no_grad():  # start as the constant predictor (the mean gain)
+        # start as the constant predictor (the mean gain)
         policy.skip[-1].weight.mul_(0.01)
         policy.skip[-1].bias.fill_(float(gain[tr].mean()))
+    Z, G = torch.as_tensor(z), torch.as_tensor(gain, dtype=torch.float32)
+    ti, vi = torch.as_tensor(tr), torch.as_tensor(val)
+    with torch.no_grad():
         best = (float(((policy.skip_value(Z[vi]) - G[vi]) ** 2).mean()),
                 {k: t.clone() for k, t in policy.skip.state_dict().items()}, 0)
     opt = torch.optim.Adam(policy.skip.parameters(), lr=lr, weight_decay=weight_decay)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from retgen_engine import RetgenEngine
-from retgen_engine.features import skip_features
+from retgen_engine.features import backoff_features, skip_features
 from retgen_engine.heldout import build_training_data
 from retgen_engine.lm import gated_lam, mix_logprobs
 from retgen_engine.policy import RetrievalPolicy, fit_policy, fit_skip, reward_table
@@ -225,7 +225,8 @@ def test_train_stores_parts_in_the_model(tiny_model_dir, tmp_path):
     trained.retriever.encode = real
     pos = np.arange(1, 40)
     go = trained.lm.policy.retrieve_mask(
-        skip_features(trained.backoff, trained.lm.cache.window, long, pos), budget=0.5)
+        skip_features(backoff_features(trained.backoff, long, pos), trained.lm.cache.window,
+                      long, pos), budget=0.5)
     nonempty = np.array([bool(t) for t in trained.retriever.stream_texts(long, pos)])
     assert 0 < len(encoded) == int((go & nonempty).sum()) < int(nonempty.sum())
     full = trained.lm.score_stream(long, trained.retrieval_params(budget=1.0))
