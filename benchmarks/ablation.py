@@ -29,14 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from retgen_engine import RETGENConfig, RetgenEngine
-from retgen_engine.corpus import read_eval_tokens
-from retgen_engine.energy import EnergyModel
-from retgen_engine.evaluation import prepend_context
-from retgen_engine.features import backoff_features, right_aligned
-from retgen_engine.index import FaissIndex
-from retgen_engine.lm import RetrievalParams, gated_lam, mix_logprobs
-from retgen_engine.retrieval import Retrieved
-from retgen_engine.training import train
+from retgen_engine.text.corpus import read_eval_tokens
+from retgen_engine.search.energy import EnergyModel
+from retgen_engine.lm.evaluation import prepend_context
+from retgen_engine.ngram.features import backoff_features, right_aligned
+from retgen_engine.search.index import FaissIndex
+from retgen_engine.lm.mixture import RetrievalParams, gated_lam, mix_logprobs
+from retgen_engine.search.retrieval import Retrieved
+from retgen_engine.learn.training import train
 
 from lm_benchmark import CORPORA, DATA, GRID_K, GRID_LAM, GRID_TAU, PROMPTS, cache_of, machine
 

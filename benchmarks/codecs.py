@@ -32,7 +32,7 @@ import faiss
 import numpy as np
 
 import vectorstore as vs
-from retgen_engine.index import drop_precomputed_table
+from retgen_engine.search.index import drop_precomputed_table
 
 K = 10
 CODECS = ["Flat", "SQ8", "PQ128", "PQ128+renorm", "PQ192+renorm", "RaBitQ2", "RaBitQ3",

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from retgen_engine import RETGENConfig, RetgenEngine
-from retgen_engine.cache import ContextCache
-from retgen_engine.corpus import read_eval_tokens
-from retgen_engine.energy import EnergyModel
-from retgen_engine.evaluation import perplexity_report, prepend_context
-from retgen_engine.index import table_bytes
-from retgen_engine.lm import mix_logprobs
-from retgen_engine.store import versions
+from retgen_engine.ngram.cache import ContextCache
+from retgen_engine.text.corpus import read_eval_tokens
+from retgen_engine.search.energy import EnergyModel
+from retgen_engine.lm.evaluation import perplexity_report, prepend_context
+from retgen_engine.search.index import table_bytes
+from retgen_engine.lm.mixture import mix_logprobs
+from retgen_engine.persist.modeldir import versions
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"

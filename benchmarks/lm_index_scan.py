@@ -21,8 +21,8 @@ import faiss
 import numpy as np
 
 from retgen_engine import RetgenEngine
-from retgen_engine.corpus import read_eval_tokens
-from retgen_engine.index import FaissIndex, drop_precomputed_table, table_bytes
+from retgen_engine.text.corpus import read_eval_tokens
+from retgen_engine.search.index import FaissIndex, drop_precomputed_table, table_bytes
 
 from lm_benchmark import CORPORA, DATA, machine
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from retgen_engine import RetgenEngine
-from retgen_engine.energy import EnergyModel
+from retgen_engine.search.energy import EnergyModel
 
 from lm_benchmark import CORPORA, PROMPTS, cache_of, machine
 

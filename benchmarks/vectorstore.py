@@ -14,7 +14,7 @@ results/vectorstore.json and results/vectorstore.md.
     python benchmarks/vectorstore.py --smoke                 # 2000 vectors, seconds
 
 The retgen store runs once per profile (--profiles, default all of
-retgen_engine.refine.PROFILES; see retgen_engine.refine.large_store_kwargs).
+retgen_engine.docstore.codes.PROFILES; see retgen_engine.docstore.codes.large_store_kwargs).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ import numpy as np
 
 from retgen_engine import load_encoder
 from retgen_engine.docstore import DocumentStore, large_store_kwargs
-from retgen_engine.refine import PROFILES
+from retgen_engine.docstore.codes import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "data" / "wikitext2_sample.tokens"
@@ -280,7 +280,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/retgen_cache"),
                     help="where encoded vectors are cached (.npy)")
     ap.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=PROFILES,
-                    help="retgen large-store profiles (retgen_engine.refine.large_store_kwargs)")
+                    help="retgen large-store profiles (retgen_engine.docstore.codes.large_store_kwargs)")
     ap.add_argument("--refine-factor", type=int, default=None)
     ap.add_argument("--nprobe", type=int, default=None)
     ap.add_argument("--stores", nargs="+", default=["retgen", "langchain", "llama_index"])

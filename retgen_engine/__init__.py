@@ -7,10 +7,10 @@ import logging
 __version__ = "0.1.0"
 
 from .config import RETGENConfig  # noqa: E402
-from .encoder import Encoder, HashingEncoder, SentenceTransformerEncoder, load_encoder  # noqa: E402
+from .search.encoder import Encoder, HashingEncoder, SentenceTransformerEncoder, load_encoder  # noqa: E402
 from .engine import RetgenEngine  # noqa: E402
-from .generator import GeneratedToken, GenerationResult, TraceEntry  # noqa: E402
-from .store import ModelFormatError  # noqa: E402
+from .lm.generator import GeneratedToken, GenerationResult, TraceEntry  # noqa: E402
+from .persist.modeldir import ModelFormatError  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

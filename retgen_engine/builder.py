@@ -12,12 +12,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import RETGENConfig
-from .corpus import CorpusSource, TokenizedCorpus, tokenize_corpus
-from .encoder import Encoder
-from .index import FaissIndex
-from .kneser_ney import KneserNeyLM
-from .ngrams import build_levels
-from .patterns import PatternTable, extract_patterns
+from .text.corpus import CorpusSource, TokenizedCorpus, tokenize_corpus
+from .search.encoder import Encoder
+from .search.index import FaissIndex
+from .ngram.kneser_ney import KneserNeyLM
+from .ngram.counts import build_levels
+from .ngram.patterns import PatternTable, extract_patterns
 
 log = logging.getLogger(__name__)
 

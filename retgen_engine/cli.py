@@ -105,7 +105,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 def cmd_train(a: argparse.Namespace) -> int:
     from . import RetgenEngine
-    from .training import train
+    from .learn.training import train
 
     eng = RetgenEngine.load(a.model)
     rep = train(eng, reranker=not a.policy_only, policy=not a.reranker_only, seed=a.seed,
@@ -256,7 +256,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from pydantic import ValidationError
 
-    from .store import ModelFormatError
+    from .persist.modeldir import ModelFormatError
 
     try:
         return args.func(args)

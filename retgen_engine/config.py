@@ -216,7 +216,7 @@ class RETGENConfig(BaseModel):
         return cls.model_validate_json(text)
 
     def save(self, path: str | os.PathLike) -> None:
-        from .store import atomic_write_text
+        from .persist.modeldir import atomic_write_text
 
         atomic_write_text(Path(path), self.to_json())
 

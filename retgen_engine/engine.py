@@ -11,21 +11,21 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from .builder import BuiltModel, build
-from .cache import ContextCache
+from .ngram.cache import ContextCache
 from .config import RETGENConfig
-from .corpus import CorpusSource, read_eval_tokens
-from .encoder import Encoder, load_encoder
-from .energy import EnergyModel
-from .evaluation import perplexity_report
-from .generator import GeneratedToken, GenerationResult, Generator, SourceText
-from .index import FaissIndex, table_bytes
-from .kneser_ney import KneserNeyLM
-from .lm import RetgenLM, RetrievalParams
-from .patterns import PatternTable
-from .retrieval import PatternRetriever
-from .sampling import SamplingParams
-from .store import ModelFormatError, ModelWriter, load_arrays, read_manifest, verify_files
-from .tokenizer import Tokenizer, Vocabulary
+from .text.corpus import CorpusSource, read_eval_tokens
+from .search.encoder import Encoder, load_encoder
+from .search.energy import EnergyModel
+from .lm.evaluation import perplexity_report
+from .lm.generator import GeneratedToken, GenerationResult, Generator, SourceText
+from .search.index import FaissIndex, table_bytes
+from .ngram.kneser_ney import KneserNeyLM
+from .lm.mixture import RetgenLM, RetrievalParams
+from .ngram.patterns import PatternTable
+from .search.retrieval import PatternRetriever
+from .lm.sampling import SamplingParams
+from .persist.modeldir import ModelFormatError, ModelWriter, load_arrays, read_manifest, verify_files
+from .text.tokenizer import Tokenizer, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +160,11 @@ class RetgenEngine:
         learned = m.get("learned", {})
         reranker = policy = None
         if "reranker" in learned:
-            from .reranker import EnergyReranker
+            from .learn.reranker import EnergyReranker
 
             reranker = EnergyReranker.load(d / learned["reranker"])
         if "policy" in learned:
-            from .policy import RetrievalPolicy
+            from .learn.policy import RetrievalPolicy
 
             policy = RetrievalPolicy.load(d / learned["policy"])
         return cls(config, tok, encoder, backoff, patterns, index, arrays["corpus_ids"],

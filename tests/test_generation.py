@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from retgen_engine.sampling import SamplingParams, sample
+from retgen_engine.lm.sampling import SamplingParams, sample
 
 
 def test_same_seed_same_text(tiny_engine):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from retgen_engine.config import IndexConfig
-from retgen_engine.index import FaissIndex, choose_spec
+from retgen_engine.search.index import FaissIndex, choose_spec
 
 
 def clustered(n, d, seed=0, centers=64):
@@ -105,7 +105,7 @@ def test_mmapped_ivf_index_does_not_prefetch(tmp_path):
 def test_precomputed_pq_table_is_counted_or_dropped(tmp_path):
     """faiss keeps an nlist*M*256-float table for residual IVF-PQ in RAM (not in the file):
     nbytes() counts it; precomputed_table=False frees it with identical results."""
-    from retgen_engine.index import table_bytes
+    from retgen_engine.search.index import table_bytes
 
     x = clustered(20_000, 64)
     q = clustered(50, 64, seed=1)
@@ -178,7 +178,7 @@ def test_ip_scan_scores_the_same_codes_by_inner_product(tmp_path):
     assert back.ip_scan and (back.search(q, 10, nprobe=16)[1] == ip.search(q, 10, nprobe=16)[1]).all()
     flat = FaissIndex.build(x[:500], np.arange(500), cfg.model_copy(update={"ip_scan": True}))
     assert not flat.ip_scan  # exact below the thresholds: ip_scan does not apply
-    from retgen_engine.index import table_bytes
+    from retgen_engine.search.index import table_bytes
 
     t = FaissIndex.build(x, np.arange(len(x)), cfg.model_copy(
         update={"ip_scan": True, "precomputed_table": True}))

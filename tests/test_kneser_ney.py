@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from retgen_engine.kneser_ney import KneserNeyLM, _discounts
-from retgen_engine.ngrams import build_levels
+from retgen_engine.ngram.kneser_ney import KneserNeyLM, _discounts
+from retgen_engine.ngram.counts import build_levels
 
 # vocabulary ids: 0 <unk>, 1 <eos>, 2 a, 3 b, 4 c
 A, B, C = 2, 3, 4
@@ -40,7 +40,7 @@ def test_modified_discounts_formula():
 
 @pytest.fixture(scope="module")
 def kn5(sample_corpus):
-    from retgen_engine.corpus import CorpusSource, tokenize_corpus
+    from retgen_engine.text.corpus import CorpusSource, tokenize_corpus
 
     tc = tokenize_corpus(CorpusSource([sample_corpus]), "words", progress=False)
     return tc, KneserNeyLM.from_levels(build_levels(tc.ids, len(tc.vocab), 5), 5, len(tc.vocab))

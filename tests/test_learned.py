@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from retgen_engine import RetgenEngine
-from retgen_engine.features import backoff_features, skip_features
-from retgen_engine.heldout import build_training_data
-from retgen_engine.lm import gated_lam, mix_logprobs
-from retgen_engine.policy import RetrievalPolicy, fit_policy, fit_skip, reward_table
-from retgen_engine.reranker import EnergyReranker, fit_reranker
-from retgen_engine.training import p_ret_table, train
+from retgen_engine.ngram.features import backoff_features, skip_features
+from retgen_engine.learn.heldout import build_training_data
+from retgen_engine.lm.mixture import gated_lam, mix_logprobs
+from retgen_engine.learn.policy import RetrievalPolicy, fit_policy, fit_skip, reward_table
+from retgen_engine.learn.reranker import EnergyReranker, fit_reranker
+from retgen_engine.learn.training import p_ret_table, train
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from retgen_engine.lm import RetrievalParams, mix_logprobs
-from retgen_engine.patterns import extract_patterns
-from retgen_engine.ngrams import build_levels
+from retgen_engine.lm.mixture import RetrievalParams, mix_logprobs
+from retgen_engine.ngram.patterns import extract_patterns
+from retgen_engine.ngram.counts import build_levels
 
 
 def test_patterns_store_exact_counts_once():
@@ -80,7 +80,7 @@ def test_perplexity_report(tiny_engine, sample_corpus, tmp_path):
                                 dict(unigram=0.0, bigram=0.0, trigram=0.4),
                                 dict(unigram=0.3, decay=2.0)])
 def test_context_cache_stream_matches_dense(kw):
-    from retgen_engine.cache import ContextCache
+    from retgen_engine.ngram.cache import ContextCache
 
     rng = np.random.default_rng(0)
     V = 12  # few types: bigram and trigram histories repeat inside the window
@@ -108,7 +108,7 @@ def test_context_cache_stream_matches_dense(kw):
 
 
 def test_context_cache_validates():
-    from retgen_engine.cache import ContextCache
+    from retgen_engine.ngram.cache import ContextCache
 
     with pytest.raises(ValueError, match="sum < 1"):
         ContextCache(unigram=0.6, bigram=0.5)

@@ -2,7 +2,7 @@ from collections import Counter
 
 import pytest
 
-from retgen_engine.tokenizer import EOS, UNK, Tokenizer, Vocabulary, detokenize_words
+from retgen_engine.text.tokenizer import EOS, UNK, Tokenizer, Vocabulary, detokenize_words
 
 
 def make(mode, text):

@@ -10,7 +10,7 @@ from langchain_core.embeddings import Embeddings
 from pydantic import ConfigDict, Field
 
 from retgen_engine.docstore import energy_scores, freq_prior, relevance
-from retgen_engine.energy import EnergyModel
+from retgen_engine.search.energy import EnergyModel
 
 
 class RetgenEnergyCompressor(BaseDocumentCompressor):

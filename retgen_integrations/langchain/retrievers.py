@@ -8,7 +8,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from retgen_engine.energy import EnergyModel
+from retgen_engine.search.energy import EnergyModel
 
 from .vectorstores import RetgenVectorStore
 
@@ -30,7 +30,7 @@ class RetgenRetriever(BaseRetriever):
     search_type: Literal["energy", "similarity", "mmr"] = "energy"
     filter: Optional[Any] = None
     lambda_mult: float = Field(0.5, ge=0.0, le=1.0)
-    #: energy model weights and retrieval temperature (see retgen_engine.energy).
+    #: energy model weights and retrieval temperature (see retgen_engine.search.energy).
     w_sim: float = 1.0
     w_div: float = 0.5
     w_freq: float = 0.0

@@ -5,7 +5,7 @@ Scores: ``similarity_search_with_score`` returns the store's one relevance conve
 higher is better; ``_select_relevance_score_fn`` is therefore the identity.
 
 Filters: a dict (``$eq $ne $gt $gte $lt $lte $in $nin $and $or $not``, plain values mean
-``$eq``) or a callable ``metadata -> bool``; see :mod:`retgen_engine.filters`. They are
+``$eq``) or a callable ``metadata -> bool``; see :mod:`retgen_engine.docstore.filters`. They are
 applied inside the faiss search. A key missing from a document's metadata never matches.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from langchain_core.vectorstores import VectorStore
 
 from retgen_engine.config import IndexConfig
 from retgen_engine.docstore import DocumentStore, Hit
-from retgen_engine.energy import EnergyModel
-from retgen_engine.filters import Filter
+from retgen_engine.search.energy import EnergyModel
+from retgen_engine.docstore.filters import Filter
 
 log = logging.getLogger(__name__)
 

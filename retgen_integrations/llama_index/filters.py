@@ -1,6 +1,6 @@
 """LlamaIndex ``MetadataFilters`` -> a predicate over a record's metadata.
 
-Comparison operators reuse :mod:`retgen_engine.filters` (so a key missing from the metadata
+Comparison operators reuse :mod:`retgen_engine.docstore.filters` (so a key missing from the metadata
 never matches, as in the LangChain adapter). Also supported: TEXT_MATCH (substring),
 TEXT_MATCH_INSENSITIVE, CONTAINS (list contains value), ANY / ALL (list shares any / all of
 the values), IS_EMPTY (key missing, None, "" or []); conditions AND, OR, NOT, nested.
@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Optional
 from llama_index.core.vector_stores.types import (FilterCondition, FilterOperator, MetadataFilter,
                                                   MetadataFilters)
 
-from retgen_engine.filters import compile_filter
+from retgen_engine.docstore.filters import compile_filter
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 

@@ -10,7 +10,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import Field
 
 from retgen_engine.docstore import energy_scores, freq_prior, relevance
-from retgen_engine.energy import EnergyModel
+from retgen_engine.search.energy import EnergyModel
 
 #: metadata keys the reranker adds (hidden from the LLM and embedding views of the node).
 ENERGY_KEYS = ("retgen_energy", "retgen_weight")

@@ -165,7 +165,7 @@ def test_energy_uses_redundancy_and_frequency_prior():
     q = np.array([1.0, 0.0], np.float32)
     a = np.array([0.95, 0.312], np.float32)
     vecs = np.stack([a, a, np.array([0.9, -0.436], np.float32)])
-    from retgen_engine.energy import EnergyModel
+    from retgen_engine.search.energy import EnergyModel
 
     e0, w0 = energy_scores(q, vecs, EnergyModel(1.0, 0.0, 0.0), tau=0.5)
     e1, _ = energy_scores(q, vecs, EnergyModel(1.0, 1.0, 0.0), tau=0.5)

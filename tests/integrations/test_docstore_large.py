@@ -17,8 +17,8 @@ from retgen_engine.config import IndexConfig
 from retgen_engine.docstore import (CODES_FORMAT_VERSION, DISK_FORMAT_VERSION,
                                     IN_INDEX_FORMAT_VERSION, DocumentStore,
                                     auto_refine_spec, large_store_config, large_store_kwargs)
-from retgen_engine.index import table_bytes
-from retgen_engine.refine import in_index_nlist
+from retgen_engine.search.index import table_bytes
+from retgen_engine.docstore.codes import in_index_nlist
 
 DIM, N, K = 64, 12_000, 10
 
@@ -192,7 +192,7 @@ def test_in_index_codes_decode_vectors_for_mmr_energy_and_filters(in_index):
 
 
 def test_in_index_codes_grow_delete_upsert_without_retraining(tmp_path, monkeypatch, caplog):
-    from retgen_engine import refine
+    from retgen_engine.docstore import codes as refine
 
     monkeypatch.setattr(refine, "IN_INDEX_GROWTH", 2)  # warn once the store doubled
     data = _clustered(N + 2000, seed=3)
@@ -268,7 +268,7 @@ def test_in_index_profiles():
 # -- disk vectors (the "compact-disk" profile): codes in RAM, float16 rows on disk ------------
 
 def test_disk_vectors_file_append_get_save_open(tmp_path):
-    from retgen_engine.diskvectors import DiskVectors
+    from retgen_engine.docstore.diskvectors import DiskVectors
 
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(30, 8)).astype(np.float32)
@@ -383,7 +383,7 @@ def test_disk_vectors_failed_writes_lose_nothing(tmp_path, monkeypatch):
     record, leaves the store as it was: searchable, consistent, savable."""
     import errno
 
-    from retgen_engine import diskvectors
+    from retgen_engine.docstore import diskvectors
 
     data = _clustered(N + 10, seed=8)
     s = _disk_store(None)
@@ -441,7 +441,7 @@ def test_disk_vectors_save_switches_to_the_saved_file(tmp_path):
 def test_ip_scan_leaves_other_ivf_pq_variants_to_l2():
     import warnings
 
-    from retgen_engine.index import FaissIndex, _IPScan
+    from retgen_engine.search.index import FaissIndex, _IPScan
 
     x = _clustered(3000, seed=2)
     pqr = faiss.index_factory(DIM, "IVF16,PQ8+8")

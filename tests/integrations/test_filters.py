@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from retgen_engine.filters import compile_filter
+from retgen_engine.docstore.filters import compile_filter
 
 MD = {"genre": "news", "year": 2005, "tags": "a", "score": 0.5}
 

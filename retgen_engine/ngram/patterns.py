@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .ngrams import NGramLevel
+from .counts import NGramLevel
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .kneser_ney import KneserNeyLM
-from .cache import CacheWeights, ContextCache
-from .features import backoff_features, right_aligned, skip_features
-from .retrieval import PatternRetriever, Retrieved
+from ..ngram.kneser_ney import KneserNeyLM
+from ..ngram.cache import CacheWeights, ContextCache
+from ..ngram.features import backoff_features, right_aligned, skip_features
+from ..search.retrieval import PatternRetriever, Retrieved
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .energy import EnergyModel
+from ..search.energy import EnergyModel
 from .heldout import build_training_data
-from .lm import mix_logprobs
-from .features import SKIP_DIM
+from ..lm.mixture import mix_logprobs
+from ..ngram.features import SKIP_DIM
 from .policy import RetrievalPolicy, fit_policy, fit_skip, greedy_logp, reward_table
 from .reranker import fit_reranker
-from .store import add_to_model
+from ..persist.modeldir import add_to_model
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .lm import gated_lam, mix_logprobs
-from .modules import SavableModule
+from ..lm.mixture import gated_lam, mix_logprobs
+from ..persist.modules import SavableModule
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Optional
 
 import numpy as np
 
-from .lm import RetgenLM, RetrievalParams
-from .retrieval import Retrieved
-from .tokenizer import Vocabulary
+from .mixture import RetgenLM, RetrievalParams
+from ..search.retrieval import Retrieved
+from ..text.tokenizer import Vocabulary
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import Mapping
 
 import numpy as np
 
-from .config import IndexConfig
+from ..config import IndexConfig
 from .diskvectors import DiskVectors
-from .index import FaissIndex, drop_precomputed_table
-from .store import atomic_write_text, sha256_file
+from ..search.index import FaissIndex, drop_precomputed_table
+from ..persist.modeldir import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def _write_sqlite(path: Path, records: Mapping[int, object]) -> None:
 
 
 def _read_sqlite(path: Path) -> dict:
-    from .docstore import Record
+    from .store import Record
 
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:

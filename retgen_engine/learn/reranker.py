@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .energy import EnergyModel
-from .modules import SavableModule
+from ..search.energy import EnergyModel
+from ..persist.modules import SavableModule
 
 log = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ def versions() -> dict[str, str]:
             out[mod] = __import__(mod).__version__
         except Exception:  # pragma: no cover - optional
             pass
-    from . import __version__
+    from .. import __version__
 
     out["retgen"] = __version__
     return out

@@ -28,9 +28,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .config import IndexConfig
-from .docranking import unit_rows
-from .index import drop_precomputed_table
+from ..config import IndexConfig
+from .ranking import unit_rows
+from ..search.index import drop_precomputed_table
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .energy import EnergyModel
+from ..search.energy import EnergyModel
 
 
 def relevance(distance: np.ndarray | float) -> np.ndarray | float:

@@ -14,10 +14,10 @@ from tqdm.auto import tqdm
 
 from .encoder import Encoder
 from .energy import EnergyModel
-from .features import candidate_features, right_aligned
+from ..ngram.features import candidate_features, right_aligned
 from .index import VectorIndex
-from .patterns import PatternTable
-from .tokenizer import Tokenizer
+from ..ngram.patterns import PatternTable
+from ..text.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from .lm import RetgenLM, RetrievalParams, StepInfo
+from .mixture import RetgenLM, RetrievalParams, StepInfo
 from .sampling import SamplingParams, sample
-from .tokenizer import Tokenizer
+from ..text.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

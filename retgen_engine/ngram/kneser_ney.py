@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from .ngrams import NGramLevel, children, history_nodes, lookup, stream_nodes
+from .counts import NGramLevel, children, history_nodes, lookup, stream_nodes
 
 log = logging.getLogger(__name__)
 

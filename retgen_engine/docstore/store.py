@@ -56,18 +56,18 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from . import refine
-from .config import IndexConfig
-from .docranking import (energy_rerank, energy_scores, freq_prior, mmr_select, normalize_rows,
+from . import codes as refine
+from ..config import IndexConfig
+from .ranking import (energy_rerank, energy_scores, freq_prior, mmr_select, normalize_rows,
                          relevance, unit_rows)
-from .docstore_io import (CODES_FORMAT_VERSION, DISK_FORMAT_VERSION, FORMAT, FORMAT_VERSION,
+from .persist import (CODES_FORMAT_VERSION, DISK_FORMAT_VERSION, FORMAT, FORMAT_VERSION,
                           IN_INDEX_FORMAT_VERSION,
                           load_store, read_manifest, save_store)
 from .diskvectors import DiskVectors
-from .energy import EnergyModel
+from ..search.energy import EnergyModel
 from .filters import Filter, compile_filter
-from .index import FaissIndex, choose_spec
-from .refine import (LARGE_REFINE_FACTOR, MIN_CODEC_TRAIN, auto_refine_spec, in_index_nlist,
+from ..search.index import FaissIndex, choose_spec
+from .codes import (LARGE_REFINE_FACTOR, MIN_CODEC_TRAIN, auto_refine_spec, in_index_nlist,
                      large_store_config, large_store_kwargs)
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import IndexConfig
+from ..config import IndexConfig
 
 log = logging.getLogger(__name__)
 

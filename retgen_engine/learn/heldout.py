@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 
-from .features import backoff_features, candidate_features, right_aligned, skip_features
-from .kneser_ney import KneserNeyLM
-from .ngrams import NGramLevel, build_levels, lookup
-from .patterns import PatternTable
+from ..ngram.features import backoff_features, candidate_features, right_aligned, skip_features
+from ..ngram.kneser_ney import KneserNeyLM
+from ..ngram.counts import NGramLevel, build_levels, lookup
+from ..ngram.patterns import PatternTable
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kneser_ney import KneserNeyLM
-from .ngrams import stream_nodes
+from .counts import stream_nodes
 from .patterns import PatternTable
 
 

@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import EnergyConfig
+from ..config import EnergyConfig
 
 
 def redundancy(vectors: np.ndarray, valid: np.ndarray) -> np.ndarray:

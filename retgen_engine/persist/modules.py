@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .store import ModelFormatError
+from .modeldir import ModelFormatError
 
 
 class SavableModule:
