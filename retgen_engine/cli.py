@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "examples" / "data" / "wikitext2_sample.tokens"
 
 
 def _load_dataset(name: str, split: str):
@@ -139,12 +138,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from . import RETGENConfig, RetgenEngine
 
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="retgen-demo-")) / "model"
-    if not SAMPLE_CORPUS.is_file():
-        raise FileNotFoundError(f"sample corpus {str(SAMPLE_CORPUS)!r} not found (run from a "
-                                "source checkout)")
-    cfg = RETGENConfig()
     t = time.perf_counter()
-    eng = RetgenEngine.build(SAMPLE_CORPUS, out=out, config=cfg, overwrite=True, progress=True)
+    eng = RetgenEngine.sample(config=RETGENConfig(), out=out, overwrite=True, progress=True)
     print(f"built {out} in {time.perf_counter() - t:.1f}s: {eng.info()['num_patterns']} patterns, "
           f"index {eng.index.spec}")
     eng = RetgenEngine.load(out)

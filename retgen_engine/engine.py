@@ -30,6 +30,8 @@ from .text.tokenizer import Tokenizer, Vocabulary
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "patterns.faiss"
+#: the bundled sample corpus (23 WikiText-2 articles, CC BY-SA 3.0; in a source checkout)
+SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "examples" / "data" / "wikitext2_sample.tokens"
 
 
 class RetgenEngine:
@@ -93,6 +95,23 @@ class RetgenEngine:
         if out is not None:
             engine.save(out, overwrite=overwrite)
         return engine
+
+    @classmethod
+    def sample(cls, encoder: Encoder | None = None, config: RETGENConfig | None = None,
+               out: str | os.PathLike | None = None, overwrite: bool = False,
+               progress: bool = False) -> "RetgenEngine":
+        """A model over the bundled sample corpus, what the examples and ``retgen demo`` build.
+
+        Without ``config``: 2- and 3-token patterns seen at least 3 times (seconds to encode).
+        Kept in memory unless ``out`` is given, so nothing is left on disk."""
+        if not SAMPLE_CORPUS.is_file():
+            raise FileNotFoundError(f"sample corpus {str(SAMPLE_CORPUS)!r} not found (it ships "
+                                    "with a source checkout, under examples/data)")
+        if config is None:
+            config = RETGENConfig()
+            config.patterns.lengths, config.patterns.min_counts = [2, 3], [3, 3]
+        return cls.build(SAMPLE_CORPUS, out=out, config=config, encoder=encoder,
+                         overwrite=overwrite, progress=progress)
 
     def save(self, out: str | os.PathLike, overwrite: bool = False) -> Path:
         with ModelWriter(out, overwrite=overwrite) as w:

@@ -102,10 +102,30 @@ def energy_rerank(query: np.ndarray, hits: list, model: Optional[EnergyModel] = 
         h.energy, h.weight = float(ei), float(wi)
     return [hits[i] for i in np.argsort(e, kind="stable")]
 
+def rank_by_energy(query: np.ndarray, vectors: np.ndarray, freq: Optional[Sequence[float]] = None,
+                   model: Optional[EnergyModel] = None, tau: float = 0.5,
+                   top_n: Optional[int] = None) -> list[tuple[int, float, float, float]]:
+    """The energy reranking of the adapters' rerankers (LangChain's compressor, LlamaIndex's
+    postprocessor): candidates ordered by similarity (redundancy counts against better-ranked
+    ones), scored by :func:`energy_scores`, and the ``top_n`` lowest energies returned best
+    first as ``(candidate index, relevance, energy, weight)``."""
+    v = normalize_rows(vectors, None, "candidate vectors")
+    q = normalize_rows(query, v.shape[1], "query vector")[0]
+    dist = np.clip(2.0 - 2.0 * (v @ q), 0.0, 4.0)
+    by_sim = np.argsort(dist, kind="stable")
+    f = None if freq is None else [freq[i] for i in by_sim]
+    e, w = energy_scores(q, v[by_sim], model, tau, f)
+    out = []
+    for j in np.argsort(e, kind="stable")[:top_n]:
+        i = int(by_sim[j])
+        out.append((i, float(relevance(dist[i])), float(e[j]), float(w[j])))
+    return out
+
+
 def freq_prior(md: Mapping[str, Any], key: str) -> float:
     v = md.get(key, 1)
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 1.0
 
 
 __all__ = ["relevance", "normalize_rows", "mmr_select", "energy_scores", "energy_rerank",
-           "freq_prior"]
+           "rank_by_energy", "freq_prior"]

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import numpy as np
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import Embeddings
 from pydantic import ConfigDict, Field
 
-from retgen_engine.docstore import energy_scores, freq_prior, relevance
+from retgen_engine.docstore.ranking import freq_prior, rank_by_energy
 from retgen_engine.search.energy import EnergyModel
 
 
@@ -36,22 +35,12 @@ class RetgenEnergyCompressor(BaseDocumentCompressor):
         docs = list(documents)
         if not docs:
             return []
-        q = np.asarray(self.embeddings.embed_query(query), dtype=np.float32)
-        v = np.asarray(self.embeddings.embed_documents([d.page_content for d in docs]),
-                       dtype=np.float32)
-        v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        qn = q / max(float(np.linalg.norm(q)), 1e-12)
-        dist = np.clip(2.0 - 2.0 * (v @ qn), 0.0, 4.0)
-        by_sim = np.argsort(dist, kind="stable")  # redundancy is measured against better ones
-        freq = [freq_prior(docs[i].metadata, self.freq_key) for i in by_sim]
-        e, w = energy_scores(q, v[by_sim], EnergyModel(self.w_sim, self.w_div, self.w_freq),
-                             self.tau, freq)
-        out = []
-        for j in np.argsort(e, kind="stable")[: self.top_n]:
-            i = by_sim[j]
-            d = docs[i]
-            out.append(Document(page_content=d.page_content, id=d.id,
-                                metadata={**d.metadata, "score": float(relevance(dist[i])),
-                                          "energy": float(e[j]), "weight": float(w[j])}))
-        return out
+        q = self.embeddings.embed_query(query)
+        v = self.embeddings.embed_documents([d.page_content for d in docs])
+        ranked = rank_by_energy(q, v, [freq_prior(d.metadata, self.freq_key) for d in docs],
+                                EnergyModel(self.w_sim, self.w_div, self.w_freq), self.tau,
+                                self.top_n)
+        return [Document(page_content=docs[i].page_content, id=docs[i].id,
+                         metadata={**docs[i].metadata, "score": score, "energy": e, "weight": w})
+                for i, score, e, w in ranked]
 

@@ -9,7 +9,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import Field
 
-from retgen_engine.docstore import energy_scores, freq_prior, relevance
+from retgen_engine.docstore.ranking import freq_prior, rank_by_energy
 from retgen_engine.search.energy import EnergyModel
 
 #: metadata keys the reranker adds (hidden from the LLM and embedding views of the node).
@@ -45,21 +45,16 @@ class RetgenEnergyRerank(BaseNodePostprocessor):
             return []
         q = np.asarray(query_bundle.embedding or
                        self.embed_model.get_query_embedding(query_bundle.query_str), np.float32)
-        v = self._node_vectors(nodes)
-        qn = q / max(float(np.linalg.norm(q)), 1e-12)
-        dist = np.clip(2.0 - 2.0 * (v @ qn), 0.0, 4.0)
-        by_sim = np.argsort(dist, kind="stable")
-        freq = [freq_prior(nodes[i].node.metadata, self.freq_key) for i in by_sim]
-        e, w = energy_scores(q, v[by_sim], EnergyModel(self.w_sim, self.w_div, self.w_freq),
-                             self.tau, freq)
+        freq = [freq_prior(n.node.metadata, self.freq_key) for n in nodes]
         out = []
-        for j in np.argsort(e, kind="stable")[: self.top_n]:
-            i = by_sim[j]
+        for i, score, e, w in rank_by_energy(q, self._node_vectors(nodes), freq,
+                                             EnergyModel(self.w_sim, self.w_div, self.w_freq),
+                                             self.tau, self.top_n):
             node = nodes[i].node.model_copy(deep=True)
-            node.metadata.update(retgen_energy=float(e[j]), retgen_weight=float(w[j]))
+            node.metadata.update(retgen_energy=e, retgen_weight=w)
             for keys in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
                 keys.extend(k for k in ENERGY_KEYS if k not in keys)
-            out.append(NodeWithScore(node=node, score=float(relevance(dist[i]))))
+            out.append(NodeWithScore(node=node, score=score))
         return out
 
     def _node_vectors(self, nodes: List[NodeWithScore]) -> np.ndarray:
@@ -68,4 +63,4 @@ class RetgenEnergyRerank(BaseNodePostprocessor):
         else:
             texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
             v = np.asarray(self.embed_model.get_text_embedding_batch(texts), dtype=np.float32)
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        return v
