@@ -82,6 +82,23 @@ class StepInfo:
     cache_mu: CacheWeights = CacheWeights()  # context-cache weights inside the base distribution
 
 
+@dataclass
+class Lookup:
+    """What retrieval contributed at n positions: the per-position choices (k, tau, lam as
+    given to the mixture before the gate), the positions that searched (``sel``), their
+    results ``r`` with energy weights ``w``, and the effective lam (gate applied; 0 where
+    nothing was retrieved)."""
+
+    k: np.ndarray
+    tau: np.ndarray
+    lam: np.ndarray
+    sel: np.ndarray
+    r: Retrieved
+    w: np.ndarray
+    lam_eff: np.ndarray
+    found: np.ndarray  # [n] the search found a valid pattern
+
+
 class RetgenLM:
     def __init__(self, backoff: KneserNeyLM, retriever: Optional[PatternRetriever],
                  policy=None, cache: Optional[ContextCache] = None, gate=None):
@@ -89,7 +106,7 @@ class RetgenLM:
         self.retriever = retriever
         self.policy = policy
         self.gate = gate  # a learned EnergyReranker with a gate (or None: lam as given)
-        self.cache = cache or ContextCache(unigram=0.0, bigram=0.0)
+        self.cache = cache or ContextCache(unigram=0.0, bigram=0.0, trigram=0.0)
         self.V = backoff.V
 
     def _decide(self, params: RetrievalParams, vecs: np.ndarray, kf: Optional[np.ndarray]
@@ -127,74 +144,20 @@ class RetgenLM:
             return w, np.zeros(len(w))
         return w, self.gate.lam_shift(w, r.D, r.valid, feats["exact"], feats["length"], kf)
 
-    def retrieval_terms(self, r: Retrieved, targets: np.ndarray, tau, seq: np.ndarray,
-                        positions: np.ndarray, kf: Optional[np.ndarray] = None
-                        ) -> tuple[np.ndarray, np.ndarray]:
-        """(p_ret of each target [n], the gate's logit shift of lam [n]) for retrieved ``r``,
-        n queries predicting seq[positions] (``kf``: their back-off features, if computed)."""
-        if kf is None and self.gate is not None:
-            kf = backoff_features(self.backoff, seq, positions)
-        w, shift = self._weights_and_shift(r, tau, kf)
-        return self.retriever.target_probs(r, targets, tau, weights=w), shift
-
     def _wants_retrieval(self, params: RetrievalParams) -> bool:
         return self.retriever is not None and (params.use_policy or params.lam > 0)
 
-    def next_token_logprobs(self, history: Sequence[int], params: RetrievalParams
-                            ) -> tuple[np.ndarray, StepInfo]:
-        history = [int(t) for t in history]
-        p_kn = self.backoff.distribution(history)
-        p_base, cache_mu = self.cache.dense(history, p_kn)
-        r = Retrieved(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64))
-        w = np.zeros((1, 0))
-        p_ret = np.zeros(self.V)
-        lam, used = 0.0, params
-        text = self.retriever.context_text(history) if self._wants_retrieval(params) else ""
-        if text:
-            ret = self.retriever
-            tail = np.array(history[-max(self.backoff.order, ret.max_length):] + [0])
-            pos = np.array([len(tail) - 1])
-            kf = backoff_features(self.backoff, tail, pos) if self._needs_kf(params) else None
-            if self._skips(params):
-                long = np.array(history[-self.cache.window - 1:] + [0])
-                z = skip_features(kf, self.cache.window, long, np.array([len(long) - 1]))
-                if not self.policy.retrieve_mask(z, params.budget)[0]:  # no encoding, no search
-                    text = ""
-                    used = RetrievalParams(params.k, params.temperature, 0.0, params.nprobe, True,
-                                           params.budget)
-        if text:
-            vec = ret.encode([text])
-            k, tau, lam_c = (x[0] for x in self._decide(params, vec, kf))
-            used = RetrievalParams(int(k), float(tau), float(lam_c), params.nprobe, params.use_policy,
-                                   params.budget)
-            if lam_c > 0:
-                r = ret.search_vectors(vec, int(k), nprobe=params.nprobe,
-                                       Q=right_aligned(tail, pos, ret.max_length))
-                if r.valid.any():
-                    w, shift = self._weights_and_shift(r, float(tau), kf)
-                    p_ret = ret.dense(r, float(tau), weights=w)
-                    lam = float(gated_lam(float(lam_c), shift)[0])
-        logp = mix_logprobs(np.log(p_base), p_ret, lam)
-        return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, cache_mu)
-
-    def score_stream(self, seq: np.ndarray, params: RetrievalParams, start: int = 1,
-                     retrieved: Optional[Retrieved] = None, progress: bool = False,
-                     query_vectors: Optional[np.ndarray] = None) -> dict:
-        """Per-position log-probs of seq[i] given seq[:i], i >= start, with their parts.
+    def lookup(self, seq: np.ndarray, pos: np.ndarray, params: RetrievalParams,
+               retrieved: Optional[Retrieved] = None, query_vectors: Optional[np.ndarray] = None,
+               progress: bool = False) -> Lookup:
+        """Retrieval for predicting seq[i] at each position i of ``pos`` (past tokens only):
+        the skip stage, encoding, the per-query choice of k, tau and lam, search, energy
+        weights and the gate. One path for the stream scorer and the single step.
 
         ``retrieved`` (fixed parameters only) reuses one search pass at k >= params.k;
         ``query_vectors`` reuses the embeddings of the positions' contexts."""
-        seq = np.asarray(seq, dtype=np.int64)
-        log_kn = self.backoff.stream_logprobs(seq, start=start)
-        log_base = self.cache.mix_stream(log_kn, seq, self.V, start=start)
-        targets = seq[start:]
-        n = len(targets)
-        zeros = np.zeros(n)
-        if not self._wants_retrieval(params):
-            return {"logp": log_base, "log_kn": log_kn, "log_base": log_base, "p_ret": zeros,
-                    "lam": zeros, "retrieved_any": np.zeros(n, bool)}
         ret = self.retriever
-        pos = np.arange(start, len(seq))
+        n = len(pos)
         # back-off features of every position, once, if the policy or the gate reads them
         kf = backoff_features(self.backoff, seq, pos) if self._needs_kf(params) else None
         if retrieved is not None and not params.use_policy:
@@ -208,8 +171,14 @@ class RetgenLM:
                 z = skip_features(kf, self.cache.window, seq, pos)
                 gi = np.flatnonzero(self.policy.retrieve_mask(z, params.budget))
             texts = ret.stream_texts(seq, pos[gi]) if query_vectors is None or retrieved is None else None
-            vecs = ret.encode(texts, progress=progress) if query_vectors is None else query_vectors[gi]
-            k, tau, lam = np.ones(n, np.int64), np.ones(n), np.zeros(n)
+            if query_vectors is not None:
+                vecs = query_vectors[gi]
+            elif not any(texts):  # nothing to embed (skipped, or empty contexts): no retrieval
+                gi, texts = gi[:0], []
+                vecs = np.zeros((0, ret.encoder.dim), np.float32)
+            else:
+                vecs = ret.encode(texts, progress=progress)
+            k, tau, lam = np.full(n, params.k), np.full(n, params.temperature), np.zeros(n)
             if len(gi):
                 k[gi], tau[gi], lam[gi] = self._decide(params, vecs, None if kf is None else kf[gi])
             sel = lam > 0
@@ -223,12 +192,56 @@ class RetgenLM:
                                        nprobe=params.nprobe, progress=progress,
                                        Q=right_aligned(seq, pos[sel], ret.max_length))
         r = r.limit(k[sel])
-        p_ret = zeros.copy()
-        shift = zeros.copy()
-        p_ret[sel], shift[sel] = self.retrieval_terms(
-            r, targets[sel], tau[sel], seq, pos[sel], kf=None if kf is None else kf[sel])
+        w, shift = np.zeros((0, r.I.shape[1])), np.zeros(0)
+        if sel.any():
+            w, shift = self._weights_and_shift(r, tau[sel], None if kf is None else kf[sel])
         any_ = np.zeros(n, bool)
         any_[sel] = r.valid.any(axis=1)
-        lam_eff = np.where(any_, gated_lam(lam, shift), 0.0)
-        return {"logp": mix_logprobs(log_base, p_ret, lam_eff), "log_kn": log_kn,
-                "log_base": log_base, "p_ret": p_ret, "lam": lam_eff, "retrieved_any": any_}
+        g = np.zeros(n)
+        g[sel] = shift
+        lam_eff = np.where(any_, gated_lam(lam, g), 0.0)
+        return Lookup(k, tau, lam, sel, r, w, lam_eff, any_)
+
+    def score_stream(self, seq: np.ndarray, params: RetrievalParams, start: int = 1,
+                     retrieved: Optional[Retrieved] = None, progress: bool = False,
+                     query_vectors: Optional[np.ndarray] = None) -> dict:
+        """Per-position log-probs of seq[i] given seq[:i], i >= start, with their parts."""
+        seq = np.asarray(seq, dtype=np.int64)
+        log_kn = self.backoff.stream_logprobs(seq, start=start)
+        log_base = self.cache.mix_stream(log_kn, seq, self.V, start=start)
+        targets = seq[start:]
+        n = len(targets)
+        p_ret = np.zeros(n)
+        if not self._wants_retrieval(params):
+            return {"logp": log_base, "log_kn": log_kn, "log_base": log_base, "p_ret": p_ret,
+                    "lam": np.zeros(n), "retrieved_any": np.zeros(n, bool)}
+        lk = self.lookup(seq, np.arange(start, len(seq)), params, retrieved, query_vectors,
+                         progress)
+        if lk.sel.any():
+            p_ret[lk.sel] = self.retriever.target_probs(lk.r, targets[lk.sel], lk.tau[lk.sel],
+                                                        weights=lk.w)
+        return {"logp": mix_logprobs(log_base, p_ret, lk.lam_eff), "log_kn": log_kn,
+                "log_base": log_base, "p_ret": p_ret, "lam": lk.lam_eff,
+                "retrieved_any": lk.found}
+
+    def next_token_logprobs(self, history: Sequence[int], params: RetrievalParams
+                            ) -> tuple[np.ndarray, StepInfo]:
+        """log p(. | history) over the whole vocabulary: the stream scorer's parts at one
+        position, with every token a candidate."""
+        history = [int(t) for t in history]
+        p_kn = self.backoff.distribution(history)
+        p_base, cache_mu = self.cache.dense(history, p_kn)
+        r = Retrieved(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64))
+        w, p_ret, lam, used = np.zeros((1, 0)), np.zeros(self.V), 0.0, params
+        if self._wants_retrieval(params):
+            ret = self.retriever
+            span = max(self.backoff.order, ret.max_length, ret.query_length, self.cache.window + 1)
+            seq = np.array(history[-span:] + [0], dtype=np.int64)  # all the lookup reads
+            lk = self.lookup(seq, np.array([len(seq) - 1]), params)
+            used = RetrievalParams(int(lk.k[0]), float(lk.tau[0]), float(lk.lam[0]),
+                                   params.nprobe, params.use_policy, params.budget)
+            if lk.found[0]:
+                r, w, lam = lk.r, lk.w, float(lk.lam_eff[0])
+                p_ret = ret.dense(r, float(lk.tau[0]), weights=w)
+        logp = mix_logprobs(np.log(p_base), p_ret, lam)
+        return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, cache_mu)

@@ -18,8 +18,9 @@ p_base(w) >= (1 - mu_u - mu_b - mu_t) p_kn(w) > 0.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 
 
@@ -66,59 +67,66 @@ class ContextCache:
         n = np.asarray(n, dtype=np.float64)
         return np.where(n > 0, mu * n / np.maximum(n + self.kappa, 1e-300), 0.0)
 
-    # -- a whole stream, vectorized ----------------------------------------------------------
-    def _decayed_unigram(self, seq: np.ndarray, start: int) -> np.ndarray:
-        """sum over j in [i - window, i) with seq[j] = seq[i] of exp(-(i - j) / decay), for
-        each i >= start (one pass; each position enters and leaves its token's window once)."""
-        W, D = self.window, float(self.decay)
-        state: dict[int, list] = {}  # token -> [positions in window (deque), sum, at time]
-        out = np.zeros(len(seq) - start)
-        for i, y in enumerate(seq.tolist()):
-            st = state.get(y)
-            if st is None:
-                st = state[y] = [deque(), 0.0, i]
-            q = st[0]
-            while q and q[0] < i - W:  # left the window
-                st[1] -= math.exp(-(st[2] - q.popleft()) / D)
-            if i >= start:
-                out[i - start] = st[1] * math.exp(-(i - st[2]) / D)
-            st[1] = st[1] * math.exp(-(i - st[2]) / D) + 1.0
-            st[2] = i
-            q.append(i)
-        return np.maximum(out, 0.0)
+    # -- one core: the window statistics of candidate tokens at a set of positions -------------
+    def _decayed(self, keys: np.ndarray, N: int, a: np.ndarray, b: np.ndarray,
+                 pos: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+        """sum of exp(-(i - j) / decay) over the occurrences j = keys[a:b] % N of each cell
+        (position i = pos of its row); cells [n, m]."""
+        cnt = (b - a).ravel()
+        out = np.zeros(cnt.size)
+        i_cell = np.broadcast_to(pos[:, None], a.shape).ravel()
+        a = a.ravel()
+        ends = np.cumsum(cnt)
+        lo = 0
+        while lo < cnt.size:  # cells in chunks of about ``chunk`` occurrences
+            hi = int(np.searchsorted(ends, ends[lo] - cnt[lo] + chunk, side="right"))
+            hi = max(hi, lo + 1)
+            c = cnt[lo:hi]
+            cell = np.repeat(np.arange(lo, hi), c)
+            first = np.repeat(a[lo:hi] - (np.cumsum(c) - c), c)
+            j = keys[first + np.arange(len(cell))] % N
+            out[lo:hi] = np.bincount(cell - lo, weights=np.exp(-(i_cell[cell] - j) / self.decay),
+                                     minlength=hi - lo)
+            lo = hi
+        return out.reshape(b.shape)
 
     def _decay_norm(self, n: np.ndarray) -> np.ndarray:
         """sum_{d=1..n} exp(-d / decay)."""
         r = math.exp(-1.0 / float(self.decay))
         return r * (1 - np.power(r, np.asarray(n, dtype=np.float64))) / (1 - r)
 
-    def stream_parts(self, seq: np.ndarray, vocab_size: int, start: int = 1
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """([3, n] p_uni, p_bi, p_tri of seq[i], [3, n] how many tokens, bigram histories and
-        trigram histories the window holds for it) for i >= start. They depend on the window
-        and the decay only; :meth:`weights` turns the counts into weights."""
+    def parts(self, seq: np.ndarray, pos: np.ndarray, cand: np.ndarray, vocab_size: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """([3, n, m] p_uni, p_bi, p_tri of the candidate tokens ``cand`` [n, m] at positions
+        ``pos`` [n] of ``seq``, [3, n] how many tokens, bigram histories and trigram histories
+        the window before each position holds). Only seq[i - window:i] is read for position i.
+        They depend on the window and the decay only; :meth:`weights` turns counts into weights.
+        The stream scorer asks for each position's own token, one step for every token seen."""
         seq = np.asarray(seq, dtype=np.int64)
+        pos = np.asarray(pos, dtype=np.int64)
         N, V, W = len(seq), vocab_size, self.window
-        pos = np.arange(start, N)
-        y = seq[pos]
+        y = np.asarray(cand, dtype=np.int64)
+        P = pos[:, None]
         keys = np.sort(seq * N + np.arange(N))  # (token, position), sorted
         lo = np.maximum(pos - W, 0)
         seen = pos - lo
+        a = np.searchsorted(keys, y * N + lo[:, None])
+        b = np.searchsorted(keys, y * N + P)
         if not self.decay:
-            cnt = np.searchsorted(keys, y * N + pos) - np.searchsorted(keys, y * N + lo)
-            p_uni = np.where(seen > 0, cnt / np.maximum(seen, 1), 0.0)
+            p_uni = np.where(seen[:, None] > 0, (b - a) / np.maximum(seen, 1)[:, None], 0.0)
         else:
-            p_uni = np.where(seen > 0, self._decayed_unigram(seq, start)
-                             / np.where(seen > 0, self._decay_norm(seen), 1.0), 0.0)
+            norm = np.where(seen > 0, self._decay_norm(seen), 1.0)[:, None]
+            p_uni = np.where(seen[:, None] > 0, self._decayed(keys, N, a, b, pos) / norm, 0.0)
         # bigram: pairs (j-1, j) wholly inside the window, j in [i - W + 1, i)
-        prev = seq[pos - 1]
+        prev = seq[np.maximum(pos - 1, 0)][:, None]
         pair = np.sort((seq[:-1] * V + seq[1:]) * N + np.arange(1, N))
-        lo_b = np.maximum(pos - W + 1, 1)
-        c2 = np.searchsorted(pair, (prev * V + y) * N + pos) - np.searchsorted(pair, (prev * V + y) * N + lo_b)
-        n2 = np.searchsorted(keys, prev * N + pos - 1) - np.searchsorted(keys, prev * N + lo_b - 1)
-        p_bi = np.where(n2 > 0, c2 / np.maximum(n2, 1), 0.0)
+        lo_b = np.maximum(pos - W + 1, 1)[:, None]
+        q2 = (prev * V + y) * N
+        c2 = np.searchsorted(pair, q2 + P) - np.searchsorted(pair, q2 + lo_b)
+        n2 = (np.searchsorted(keys, prev * N + P - 1) - np.searchsorted(keys, prev * N + lo_b - 1))[:, 0]
+        p_bi = np.where(n2[:, None] > 0, c2 / np.maximum(n2, 1)[:, None], 0.0)
         # trigram: triples (j-2, j-1, j) wholly inside the window, j in [i - W + 2, i)
-        p_tri, n3 = np.zeros(len(pos)), np.zeros(len(pos), dtype=np.int64)
+        p_tri, n3 = np.zeros(y.shape), np.zeros(len(pos), dtype=np.int64)
         if N >= 3:
             hist = seq[:-1] * V + seq[1:]  # the pair ending at j, for j = 1..N-1
             _, hid = np.unique(hist, return_inverse=True)
@@ -128,19 +136,29 @@ class ContextCache:
             tri = np.sort((h_of[j - 1] * V + seq[j]) * N + j)  # (history id, token, j)
             hk = np.sort(h_of[j - 1] * N + j)                   # (history id, j)
             ok = pos >= 2
-            hq = np.where(ok, h_of[np.maximum(pos - 1, 0)], 0)
-            lo_t = np.maximum(pos - W + 2, 2)
-            c3 = np.searchsorted(tri, (hq * V + y) * N + pos) - np.searchsorted(tri, (hq * V + y) * N + lo_t)
-            n3 = np.where(ok, np.searchsorted(hk, hq * N + pos) - np.searchsorted(hk, hq * N + lo_t), 0)
+            hq = np.where(ok, h_of[np.maximum(pos - 1, 0)], 0)[:, None]
+            lo_t = np.maximum(pos - W + 2, 2)[:, None]
+            q3 = (hq * V + y) * N
+            c3 = np.searchsorted(tri, q3 + P) - np.searchsorted(tri, q3 + lo_t)
+            n3 = np.where(ok, (np.searchsorted(hk, hq * N + P) - np.searchsorted(hk, hq * N + lo_t))[:, 0], 0)
             n3 = np.maximum(n3, 0)
-            p_tri = np.where(n3 > 0, c3 / np.maximum(n3, 1), 0.0)
+            p_tri = np.where(n3[:, None] > 0, c3 / np.maximum(n3, 1)[:, None], 0.0)
         return np.stack([p_uni, p_bi, p_tri]), np.stack([seen, n2, n3])
 
     def weights(self, counts: np.ndarray) -> np.ndarray:
-        """[3, n] mu_u, mu_b', mu_t' for :meth:`stream_parts`' counts."""
+        """[3, n] mu_u, mu_b', mu_t' for the counts of :meth:`parts`."""
         seen, n2, n3 = counts
         return np.stack([np.where(seen > 0, self.unigram, 0.0), self._count_weight(self.bigram, n2),
                          self._count_weight(self.trigram, n3)])
+
+    # -- a whole stream ------------------------------------------------------------------------
+    def stream_parts(self, seq: np.ndarray, vocab_size: int, start: int = 1
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`parts` of each position's own token, i >= start: ([3, n], [3, n])."""
+        seq = np.asarray(seq, dtype=np.int64)
+        pos = np.arange(start, len(seq))
+        p, counts = self.parts(seq, pos, seq[pos][:, None], vocab_size)
+        return p[:, :, 0], counts
 
     def mix_parts(self, log_kn: np.ndarray, parts: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """log p_base from :meth:`stream_parts` (computed with the same window and decay)."""
@@ -155,45 +173,34 @@ class ContextCache:
             return log_kn
         return self.mix_parts(log_kn, self.stream_parts(seq, vocab_size, start))
 
-    # -- one step (generation) ---------------------------------------------------------------
-    def _parts(self, history: list[int], V: int):
+    # -- one step (generation): the same core at one position --------------------------------
+    def _step(self, history: list[int], V: int, cand: Optional[np.ndarray] = None):
+        """(window tokens, candidates, [3, m] parts, weights in force) after ``history``;
+        the candidates default to the distinct tokens of the window (the others get 0)."""
         h = np.asarray(history[-self.window:], dtype=np.int64)
-        if not self.decay:
-            uni = np.bincount(h, minlength=V) / len(h)
-        else:
-            w = np.exp(-np.arange(len(h), 0, -1) / float(self.decay))
-            uni = np.bincount(h, weights=w, minlength=V) / w.sum()
-        bi = h[1:][h[:-1] == h[-1]]  # tokens that followed prev inside the window
-        tri = h[2:][(h[:-2] == h[-2]) & (h[1:-1] == h[-1])] if len(h) >= 2 else h[:0]
-        mu = CacheWeights(self.unigram, float(self._count_weight(self.bigram, len(bi))),
-                          float(self._count_weight(self.trigram, len(tri))) if self.trigram else 0.0)
-        return h, uni, bi, tri, mu
+        seq = np.concatenate([h, [0]])
+        cand = np.unique(h) if cand is None else np.asarray(cand, dtype=np.int64)
+        p, counts = self.parts(seq, np.array([len(h)]), cand[None, :], V)
+        mu = CacheWeights(*(float(x) for x in self.weights(counts)[:, 0]))
+        return h, cand, p[:, 0], mu
 
     def dense(self, history: list[int], p_kn: np.ndarray) -> tuple[np.ndarray, CacheWeights]:
         """(p_base [V], the weights in force) after ``history``."""
         if not self.enabled or not history:
             return p_kn, CacheWeights()
-        V = len(p_kn)
-        _, uni, bi, tri, mu = self._parts(history, V)
-        p = (1 - mu.total) * p_kn + mu.unigram * uni
-        if mu.bigram:
-            p = p + mu.bigram * np.bincount(bi, minlength=V) / len(bi)
-        if mu.trigram:
-            p = p + mu.trigram * np.bincount(tri, minlength=V) / len(tri)
-        return p, mu
+        _, cand, p, mu = self._step(history, len(p_kn))
+        out = (1 - mu.total) * p_kn
+        out[cand] += np.array([mu.unigram, mu.bigram, mu.trigram]) @ p
+        return out, mu
 
     def share(self, history: list[int], token: int, mu: CacheWeights) -> tuple[float, int]:
         """(probability mass the cache gives ``token``, last position in ``history`` where it
         occurs, preferring one after the same two tokens, then the same one; -1 if absent)."""
         if not history or not mu.total:
             return 0.0, -1
-        h, uni, bi, tri, _ = self._parts(history, max(int(token), max(history)) + 1)
+        h, _, p, _ = self._step(history, max(int(token), max(history)) + 1, np.array([token]))
         off = len(history) - len(h)
-        p = mu.unigram * uni[token]
-        if mu.bigram:
-            p += mu.bigram * np.count_nonzero(bi == token) / len(bi)
-        if mu.trigram:
-            p += mu.trigram * np.count_nonzero(tri == token) / len(tri)
+        p = float(np.array([mu.unigram, mu.bigram, mu.trigram]) @ p[:, 0])
         if p <= 0:
             return 0.0, -1
         hits = np.flatnonzero(h == token)

@@ -98,50 +98,61 @@ class KneserNeyLM:
                  [len(lv) for lv in levels[:order]], np.round(disc, 3).tolist())
         return cls(order, V, arrays)
 
-    # -- scoring -----------------------------------------------------------------------
+    # -- scoring: one recursion for a whole stream and for one step --------------------
+    def _interpolate(self, p: np.ndarray, hist: list[np.ndarray], counts_at) -> np.ndarray:
+        """The interpolated recursion, from the unigram level up, for n positions at once.
+
+        ``p`` [n, m]: the unigram probabilities of m candidate tokens per position;
+        ``hist[k-2]`` [n]: the row of the (k-1)-token history of each position (-1: unseen);
+        ``counts_at(k, rows)`` [len(rows), m]: the order-k counts of history + candidate."""
+        for k in range(2, self.order + 1):
+            h = hist[k - 2]
+            ok = h >= 0
+            total = np.zeros(len(h))
+            total[ok] = self.total[k - 2][h[ok]]
+            ok &= total > 0
+            if not ok.any():
+                break
+            rows = np.flatnonzero(ok)
+            c = counts_at(k, rows)
+            g = self.gnum[k - 2][h[rows]][:, None]
+            num = np.maximum(c - _apply_discount(c, self.discounts[k - 1]), 0) + g * p[rows]
+            p[rows] = num / total[rows][:, None]
+        return p
+
     def stream_logprobs(self, seq: np.ndarray, start: int = 1) -> np.ndarray:
         """log p(seq[i] | seq[:i]) for i >= start (natural log), vectorized over the stream."""
         seq = np.asarray(seq, dtype=np.int64)
         nodes = stream_nodes(self._keys_by_order, seq, self.V)
-        p = self.p1[seq].astype(np.float64)
+        hist = []
         for k in range(2, self.order + 1):
-            hist = np.full(len(seq), -1, dtype=np.int64)
-            hist[1:] = nodes[k - 2][:-1]          # (k-1)-gram ending just before i
-            tgt = nodes[k - 1]                    # k-gram ending at i
-            ok = hist >= 0
-            total = np.zeros(len(seq))
-            total[ok] = self.total[k - 2][hist[ok]]
-            ok &= total > 0
-            if not ok.any():
-                break
-            c = np.zeros(len(seq), dtype=np.int64)
-            has = ok & (tgt >= 0)
-            c[has] = self.counts[k - 1][tgt[has]]
-            d = self.discounts[k - 1]
-            g = np.zeros(len(seq))
-            g[ok] = self.gnum[k - 2][hist[ok]]
-            num = np.maximum(c - _apply_discount(c, d), 0) + g * p
-            p = np.where(ok, num / np.where(ok, total, 1.0), p)
-        return np.log(p[start:])
+            h = np.full(len(seq), -1, dtype=np.int64)
+            h[1:] = nodes[k - 2][:-1]              # (k-1)-gram ending just before i
+            hist.append(h)
+
+        def counts_at(k: int, rows: np.ndarray) -> np.ndarray:
+            tgt = nodes[k - 1][rows]               # k-gram ending at i
+            return np.where(tgt >= 0, self.counts[k - 1][np.maximum(tgt, 0)], 0)[:, None]
+
+        p = self._interpolate(self.p1[seq].astype(np.float64)[:, None], hist, counts_at)
+        return np.log(p[start:, 0])
 
     def distribution(self, history: list[int]) -> np.ndarray:
-        """The full next-token distribution (float64 [V], sums to 1) after ``history``."""
-        p = self.p1.astype(np.float64).copy()
+        """The full next-token distribution (float64 [V], sums to 1) after ``history``: the
+        same recursion at one position, every token a candidate."""
         hn = history_nodes(self._keys_by_order[: self.order - 1] or [np.zeros(0)],
                            list(history[-(self.order - 1):]) if self.order > 1 else [], self.V)
-        for k in range(2, self.order + 1):
-            if len(hn) < k - 1 or hn[k - 2] < 0:
-                break
-            h = hn[k - 2]
-            total = self.total[k - 2][h]
-            if total <= 0:
-                break
+        hist = [np.array([hn[k - 2] if len(hn) >= k - 1 else -1], dtype=np.int64)
+                for k in range(2, self.order + 1)]
+
+        def counts_at(k: int, rows: np.ndarray) -> np.ndarray:
+            h = int(hist[k - 2][0])
             lo, hi = children(self.keys[k - 1], h, self.V)
-            toks = self.keys[k - 1][lo:hi] - h * self.V
-            c = self.counts[k - 1][lo:hi].astype(np.int64)
-            p *= self.gnum[k - 2][h] / total
-            p[toks] += np.maximum(c - _apply_discount(c, self.discounts[k - 1]), 0) / total
-        return p
+            c = np.zeros((1, self.V), dtype=np.int64)
+            c[0, self.keys[k - 1][lo:hi] - h * self.V] = self.counts[k - 1][lo:hi]
+            return c
+
+        return self._interpolate(self.p1.astype(np.float64)[None, :].copy(), hist, counts_at)[0]
 
     def longest_match(self, history: list[int], token: int) -> tuple[int, int]:
         """(order, stream position where it first ends) of the longest seen n-gram
