@@ -9,29 +9,16 @@ any tool-calling agent would.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-from pathlib import Path
 
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, tool
 
-from retgen_engine import RETGENConfig, RetgenEngine, load_encoder
+from retgen_engine import load_encoder
 from retgen_integrations.langchain import (ChatRetgen, RetgenEmbeddings, RetgenRetriever,
                                            RetgenVectorStore)
 
-DATA = Path(__file__).parent / "data" / "wikitext2_sample.tokens"
-
-
-def demo_model(encoder) -> RetgenEngine:
-    """A small RETGEN model (2- and 3-token patterns seen >= 3 times) built in a temp dir."""
-    if os.environ.get("RETGEN_EXAMPLE_MODEL"):
-        return RetgenEngine.load(os.environ["RETGEN_EXAMPLE_MODEL"], encoder=encoder)
-    cfg = RETGENConfig()
-    cfg.patterns = type(cfg.patterns)(lengths=[2, 3], min_counts=[3, 3])
-    out = Path(tempfile.mkdtemp(prefix="retgen-example-")) / "model"
-    return RetgenEngine.build(str(DATA), out=out, config=cfg, encoder=encoder, progress=False)
+from _shared import sample_engine, sample_paragraphs  # examples/_shared.py
 
 
 def make_tools(retriever: RetgenRetriever, chat: ChatRetgen) -> list[BaseTool]:
@@ -56,10 +43,8 @@ def make_tools(retriever: RetgenRetriever, chat: ChatRetgen) -> list[BaseTool]:
 def main() -> None:
     t0 = time.perf_counter()
     encoder = load_encoder("minilm", dtype="bfloat16")
-    engine = demo_model(encoder)
-    lines = [ln.strip() for ln in DATA.read_text(encoding="utf-8").splitlines()]
-    paras = [ln for ln in lines if len(ln.split()) > 30 and not ln.startswith("=")][:200]
-    store = RetgenVectorStore.from_texts(paras, RetgenEmbeddings(encoder=encoder))
+    engine = sample_engine(encoder)
+    store = RetgenVectorStore.from_texts(sample_paragraphs(), RetgenEmbeddings(encoder=encoder))
     tools = {t.name: t for t in make_tools(RetgenRetriever(vectorstore=store),
                                            ChatRetgen(engine=engine, seed=0))}
     for t in tools.values():

@@ -7,40 +7,28 @@ Our embedding model and LLM are passed explicitly (LlamaIndex's defaults are Ope
 """
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
 
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 
-from retgen_engine import RETGENConfig, RetgenEngine, load_encoder
+from retgen_engine import load_encoder
 from retgen_integrations.llama_index import (RetgenEmbedding, RetgenEnergyRerank, RetgenLLM,
                                              RetgenVectorStore)
 
-DATA = Path(__file__).parent / "data" / "wikitext2_sample.tokens"
+from _shared import sample_engine, sample_paragraphs  # examples/_shared.py
 
 
-def demo_model(encoder) -> RetgenEngine:
-    """A small RETGEN model (2- and 3-token patterns seen >= 3 times) built in a temp dir."""
-    if os.environ.get("RETGEN_EXAMPLE_MODEL"):
-        return RetgenEngine.load(os.environ["RETGEN_EXAMPLE_MODEL"], encoder=encoder)
-    cfg = RETGENConfig()
-    cfg.patterns = type(cfg.patterns)(lengths=[2, 3], min_counts=[3, 3])
-    out = Path(tempfile.mkdtemp(prefix="retgen-example-")) / "model"
-    return RetgenEngine.build(str(DATA), out=out, config=cfg, encoder=encoder, progress=False)
-
-
-def documents(n: int = 200) -> list[Document]:
-    lines = [ln.strip() for ln in DATA.read_text(encoding="utf-8").splitlines()]
-    paras = [ln for ln in lines if len(ln.split()) > 30 and not ln.startswith("=")][:n]
-    return [Document(text=p, metadata={"para": i}, id_=f"para-{i}") for i, p in enumerate(paras)]
+def documents() -> list[Document]:
+    return [Document(text=p, metadata={"para": i}, id_=f"para-{i}")
+            for i, p in enumerate(sample_paragraphs())]
 
 
 def main() -> None:
     t0 = time.perf_counter()
     encoder = load_encoder("minilm", dtype="bfloat16")
-    engine = demo_model(encoder)
+    engine = sample_engine(encoder)
     embed = RetgenEmbedding(encoder)
     store = RetgenVectorStore()
     index = VectorStoreIndex.from_documents(
@@ -64,11 +52,12 @@ def main() -> None:
               f"energy={md['retgen_energy']:.3f} {sn.node.get_content()[:70]!r}...")
     assert "".join(pieces) and len(response.source_nodes) == 2
 
-    persist = Path(tempfile.mkdtemp(prefix="retgen-li-")) / "storage"
-    index.storage_context.persist(persist_dir=str(persist))
-    again = VectorStoreIndex.from_vector_store(RetgenVectorStore.from_persist_dir(persist),
-                                               embed_model=embed)
-    top = again.as_retriever(similarity_top_k=1).retrieve("ships of the navy in the war")
+    with tempfile.TemporaryDirectory(prefix="retgen-li-") as tmp:  # removed afterwards
+        persist = Path(tmp) / "storage"
+        index.storage_context.persist(persist_dir=str(persist))
+        again = VectorStoreIndex.from_vector_store(RetgenVectorStore.from_persist_dir(persist),
+                                                   embed_model=embed)
+        top = again.as_retriever(similarity_top_k=1).retrieve("ships of the navy in the war")
     print(f"reloaded from {persist}: top node para {top[0].node.metadata['para']}; "
           f"{time.perf_counter() - t0:.1f}s")
 

@@ -8,11 +8,31 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from functools import lru_cache
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@lru_cache(maxsize=None)
+def _field_adapter(model: type[BaseModel], name: str) -> TypeAdapter:
+    fi = model.model_fields[name]
+    return TypeAdapter(Annotated[fi.annotation, fi])
+
+
+def check_fields(model: type[BaseModel], **values: Any) -> dict[str, Any]:
+    """Validate per-call ``values`` against the bounds of the same-named fields of a config
+    ``model`` (the one place each bound lives); returns them coerced (numpy scalars become
+    Python numbers). A ValueError names the argument, the value and what is allowed."""
+    out = {}
+    for name, v in values.items():
+        try:
+            out[name] = _field_adapter(model, name).validate_python(v)
+        except ValidationError as e:
+            raise ValueError(f"{name}={v!r}: {e.errors()[0]['msg'].lower()}") from None
+    return out
 
 
 class EncoderConfig(BaseModel):
@@ -40,7 +60,7 @@ class PatternConfig(BaseModel):
     lengths: list[int] = Field(default_factory=lambda: [1, 2, 3, 4])
     #: per length, the minimum number of occurrences a context needs to be stored.
     min_counts: list[int] = Field(default_factory=lambda: [1, 1, 2, 2])
-    #: characters of source text kept around a pattern in traces.
+    #: tokens of source text shown in a trace's snippet (ending with the traced token).
     snippet_tokens: int = Field(12, ge=1, le=256)
 
     @model_validator(mode="after")
@@ -105,10 +125,14 @@ class RetrievalConfig(BaseModel):
     k: int = Field(32, ge=1, le=4096)
     #: softmax temperature over -distance (tau).
     temperature: float = Field(0.05, gt=0)
-    #: mixing weight of the retrieval distribution (lambda); 0 = back-off only.
-    lam: float = Field(0.25, ge=0.0, le=1.0)
+    #: mixing weight of the retrieval distribution (lambda); 0 = back-off only; < 1, so the
+    #: back-off keeps every token's probability above 0.
+    lam: float = Field(0.25, ge=0.0, lt=1.0)
     #: tokens of context embedded for a query; None = the longest pattern length.
     query_length: Optional[int] = Field(None, ge=1, le=64)
+    #: with a learned policy's skip stage: the share of queries that retrieve; None = the
+    #: default it was trained with (a per-call ``budget`` overrides it).
+    budget: Optional[float] = Field(None, gt=0.0, le=1.0)
 
 
 class CacheConfig(BaseModel):
@@ -127,9 +151,9 @@ class CacheConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "CacheConfig":
-        total = self.unigram + self.bigram + self.trigram
-        if total >= 1:
-            raise ValueError(f"cache.unigram + cache.bigram + cache.trigram = {total} must be < 1")
+        if self.unigram + self.bigram + self.trigram >= 1:
+            raise ValueError(f"cache weights unigram={self.unigram}, bigram={self.bigram}, "
+                             f"trigram={self.trigram}: each >= 0 and their sum < 1")
         return self
 
 
@@ -143,9 +167,17 @@ class EnergyConfig(BaseModel):
 
 
 class PolicyConfig(BaseModel):
+    """The learned parts' search grids: the policy's discrete choices of k, tau and lambda
+    (``retgen train`` also picks the best fixed triple from them)."""
+
     model_config = _STRICT
     policy_hidden_dim: int = Field(64, ge=1, le=4096)
-    k_choices: list[int] = Field(default_factory=lambda: [8, 16, 32, 64])
+    k_choices: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [8, 16, 32, 64], min_length=1)
+    tau_choices: list[Annotated[float, Field(gt=0.0)]] = Field(
+        default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2], min_length=1)
+    lam_choices: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3], min_length=1)
 
 
 class GenerationConfig(BaseModel):

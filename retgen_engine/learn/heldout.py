@@ -96,5 +96,6 @@ def build_training_data(engine, fraction: float = 0.02, max_queries: int = 20000
     return {"dist": np.where(valid, D, 0.0), "valid": valid, "ratio": ratio, "ids": I_m,
             "logfreq": np.log(np.maximum(cnt, 1)), "div": feats["div"], "len": feats["len"],
             "exact": feats["exact"], "log_base": log_base, "x": np.concatenate([vecs, kf], axis=1),
+            "kf": kf,
             "z": skip_features(kf, engine.lm.cache.window, stream, pos),
             "positions": pos, "targets": targets, "cut": cut}

@@ -6,7 +6,7 @@ pi(q) = W3 ReLU(W2 ReLU(W1 q + b1) + b2) + b3, three categorical heads over fixe
 reward = log p(y | q, k, tau, lam) - cost * [lam > 0] * (1 + k / k_max)
 
 Before any of that, an optional *skip stage* (``skip_dim > 0``) decides from cheap features
-alone (back-off confidence and cache statistics, :func:`~retgen_engine.features.skip_features`)
+alone (back-off confidence and cache statistics, :func:`~retgen_engine.ngram.features.skip_features`)
 whether to encode the query and search at all: encoding is most of a retrieval's time, so a
 decision that needs the embedding cannot save it. It is a small MLP that predicts the gain of
 retrieving (what the heads' retrieval adds to log p(y) over the base distribution) and
@@ -34,17 +34,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import PolicyConfig
 from ..lm.mixture import gated_lam, mix_logprobs
 from ..persist.modules import SavableModule
 
 log = logging.getLogger(__name__)
 
 
+_GRID = PolicyConfig()  # the default choices: the config's grids
+
+
 class RetrievalPolicy(nn.Module, SavableModule):
-    def __init__(self, input_dim: int, hidden_dim: int = 64,
-                 k_choices: Sequence[int] = (8, 16, 32, 64),
-                 tau_choices: Sequence[float] = (0.01, 0.02, 0.05, 0.1, 0.2),
-                 lam_choices: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3),
+    def __init__(self, input_dim: int, hidden_dim: int = _GRID.policy_hidden_dim,
+                 k_choices: Sequence[int] = tuple(_GRID.k_choices),
+                 tau_choices: Sequence[float] = tuple(_GRID.tau_choices),
+                 lam_choices: Sequence[float] = tuple(_GRID.lam_choices),
                  skip_dim: int = 0, skip_hidden: int = 32):
         super().__init__()
         if min(k_choices) < 1 or min(tau_choices) <= 0 or not all(0 <= x < 1 for x in lam_choices):

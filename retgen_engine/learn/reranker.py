@@ -149,7 +149,7 @@ def fit_reranker(data: dict, tau: float, steps: int = 300, lr: float = 0.05, see
     feats = EnergyReranker.stack(t["dist"].double(), t["logfreq"].double(), t["div"].double(),
                                  t["len"].double(), t["exact"].double(), tau)
     valid, ratio, log_base = t["valid"].bool(), t["ratio"].double(), t["log_base"].double()
-    kf = torch.as_tensor(np.asarray(data["x"])[:, -3:], dtype=torch.float64)
+    kf = torch.as_tensor(np.asarray(data["kf"]), dtype=torch.float64)
     model = EnergyReranker(tau=tau, init_lam=init_lam, gate=gate)
     if gate:  # standardize the gate inputs on the training part (similarity-only weights)
         with torch.no_grad():

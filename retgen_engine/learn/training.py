@@ -20,9 +20,6 @@ from ..persist.modeldir import add_to_model
 
 log = logging.getLogger(__name__)
 
-TAU_GRID = (0.01, 0.02, 0.05, 0.1, 0.2)
-
-
 def p_ret_table(energy: EnergyModel, data: dict, k_choices, tau_choices, gate=None
                 ) -> tuple[np.ndarray, np.ndarray]:
     """([n, |k|, |tau|] retrieval probability of the true token for each (k, tau), and the
@@ -31,7 +28,7 @@ def p_ret_table(energy: EnergyModel, data: dict, k_choices, tau_choices, gate=No
     out = np.zeros((n, len(k_choices), len(tau_choices)))
     shift = np.zeros_like(out)
     col = np.arange(kmax)[None, :]
-    kf = np.asarray(data["x"])[:, -3:]
+    kf = data["kf"]
     for a, k in enumerate(k_choices):
         valid = data["valid"] & (col < k)
         for b, tau in enumerate(tau_choices):
@@ -76,9 +73,9 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
                                k=max(k_choices), seed=seed, progress=progress)
     report: dict = {"queries": int(len(data["log_base"])), "fraction": fraction, "seed": seed,
                     "backoff_nll": float(-data["log_base"].mean())}
-    lam_choices = (0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+    tau_choices, lam_choices = pc.tau_choices, pc.lam_choices
     sim_only = EnergyModel()
-    fixed = best_fixed(data, sim_only, k_choices, TAU_GRID, lam_choices)
+    fixed = best_fixed(data, sim_only, k_choices, tau_choices, lam_choices)
     report["fixed"] = fixed
     entries: dict = {}
     subdirs = []
@@ -93,7 +90,7 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
         gate = model if model.gate else None
         report["reranker"] = rep
     if policy:
-        pol = RetrievalPolicy(data["x"].shape[1], pc.policy_hidden_dim, k_choices, TAU_GRID,
+        pol = RetrievalPolicy(data["x"].shape[1], pc.policy_hidden_dim, k_choices, tau_choices,
                               lam_choices, skip_dim=SKIP_DIM)
         table, shift = p_ret_table(energy, data, pol.k_choices, pol.tau_choices, gate)
         report["policy"] = fit_policy(data["x"], data["log_base"], table, pol, cost=cost,

@@ -18,19 +18,24 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..config import IndexConfig, RetrievalConfig, check_fields
 from ..ngram.kneser_ney import KneserNeyLM
 from ..ngram.cache import CacheWeights, ContextCache
 from ..ngram.features import backoff_features, right_aligned, skip_features
 from ..search.retrieval import PatternRetriever, Retrieved
 
 
+_R = RetrievalConfig.model_fields
+
+
 @dataclass(frozen=True)
 class RetrievalParams:
-    """Per-call retrieval parameters (what the policy chooses)."""
+    """Per-call retrieval parameters (what the policy chooses); defaults and bounds are
+    :class:`RetrievalConfig`'s (``nprobe``: :class:`IndexConfig`'s)."""
 
-    k: int = 32
-    temperature: float = 0.05
-    lam: float = 0.25
+    k: int = _R["k"].default
+    temperature: float = _R["temperature"].default
+    lam: float = _R["lam"].default
     nprobe: Optional[int] = None
     #: let the learned policy choose k, temperature and lam per query
     use_policy: bool = False
@@ -38,17 +43,14 @@ class RetrievalParams:
     budget: Optional[float] = None
 
     def __post_init__(self):
-        if not isinstance(self.k, (int, np.integer)) or self.k <= 0:
+        if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool):
             raise ValueError(f"k={self.k!r}: the number of retrieved patterns must be an int >= 1")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature!r}: must be > 0")
-        if not 0.0 <= self.lam < 1.0:
-            raise ValueError(f"lam={self.lam!r}: the retrieval weight must be in [0, 1)")
-        if self.nprobe is not None and self.nprobe < 1:
-            raise ValueError(f"nprobe={self.nprobe!r}: must be >= 1")
-        if self.budget is not None and not 0 < self.budget <= 1:
-            raise ValueError(f"budget={self.budget!r}: the share of queries that retrieve must "
-                             "be in (0, 1]")
+        checked = check_fields(RetrievalConfig, k=self.k, temperature=self.temperature,
+                               lam=self.lam, budget=self.budget)
+        if self.nprobe is not None:
+            checked.update(check_fields(IndexConfig, nprobe=self.nprobe))
+        for name, v in checked.items():
+            object.__setattr__(self, name, v)
 
 
 def mix_logprobs(log_kn: np.ndarray, p_ret: np.ndarray, lam: np.ndarray | float) -> np.ndarray:
@@ -101,13 +103,43 @@ class Lookup:
 
 class RetgenLM:
     def __init__(self, backoff: KneserNeyLM, retriever: Optional[PatternRetriever],
-                 policy=None, cache: Optional[ContextCache] = None, gate=None):
+                 policy=None, cache: Optional[ContextCache] = None, gate=None,
+                 defaults: RetrievalParams = RetrievalParams()):
         self.backoff = backoff
         self.retriever = retriever
         self.policy = policy
         self.gate = gate  # a learned EnergyReranker with a gate (or None: lam as given)
         self.cache = cache or ContextCache(unigram=0.0, bigram=0.0, trigram=0.0)
+        self.defaults = defaults  # k, temperature, lam and nprobe when a call gives none
         self.V = backoff.V
+
+    def params(self, k: Optional[int] = None, temperature: Optional[float] = None,
+               lam: Optional[float] = None, nprobe: Optional[int] = None,
+               policy: Optional[bool] = None, budget: Optional[float] = None) -> RetrievalParams:
+        """Per-call parameters. With a trained policy and no explicit k/temperature/lam, the
+        policy chooses them per query (``policy=False`` turns it off) and its skip stage lets
+        only a ``budget`` share of the tokens encode and search (None: the trained default;
+        1: all); unset values are :attr:`defaults`."""
+        d = self.defaults
+        nlist = self.retriever.index.nlist if self.retriever is not None else None
+        nprobe = nprobe if nprobe is not None else d.nprobe
+        if nlist and nprobe is not None and not 1 <= nprobe <= nlist:
+            raise ValueError(f"nprobe={nprobe} is outside [1, nlist={nlist}]")
+        if policy and self.policy is None:
+            raise ValueError("policy=True but this model has no trained policy (run `retgen train`)")
+        explicit = k is not None or temperature is not None or lam is not None
+        use_policy = self.policy is not None and (policy if policy is not None else not explicit)
+        if budget is None and use_policy and self.policy.skip_ready:
+            budget = d.budget  # the config's (None: the policy's trained default)
+        elif budget is not None and not (use_policy and self.policy.skip_ready):
+            raise ValueError(f"budget={budget} needs the learned policy with a trained skip stage "
+                             "(run `retgen train`; do not pass k, temperature or lam, or "
+                             "policy=False)")
+        return RetrievalParams(k=d.k if k is None else k,
+                               temperature=d.temperature if temperature is None else temperature,
+                               lam=d.lam if lam is None else lam,
+                               nprobe=nprobe if nlist else None, use_policy=use_policy,
+                               budget=budget)
 
     def _decide(self, params: RetrievalParams, vecs: np.ndarray, kf: Optional[np.ndarray]
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

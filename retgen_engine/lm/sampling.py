@@ -2,29 +2,40 @@
 repetition penalty, with a seeded numpy generator (same seed, same choices)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Iterable, Optional
 
 import numpy as np
 
+from ..config import GenerationConfig, check_fields
+
+_D = GenerationConfig.model_fields
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    allow_unk: bool = False
+    """Per-call sampling settings; defaults and bounds are :class:`GenerationConfig`'s."""
+
+    temperature: float = _D["temperature"].default  # 0 = greedy
+    top_k: int = _D["top_k"].default                # 0 = no limit
+    top_p: float = _D["top_p"].default
+    repetition_penalty: float = _D["repetition_penalty"].default
+    allow_unk: bool = _D["allow_unk"].default
 
     def __post_init__(self):
-        if not (isinstance(self.temperature, (int, float)) and self.temperature >= 0):
-            raise ValueError(f"temperature={self.temperature!r}: must be >= 0 (0 = greedy)")
-        if not (isinstance(self.top_k, (int, np.integer)) and self.top_k >= 0):
+        if not isinstance(self.temperature, (int, float, np.number)) or isinstance(self.temperature, bool):
+            raise ValueError(f"temperature={self.temperature!r}: must be a number >= 0 (0 = greedy)")
+        if not isinstance(self.top_k, (int, np.integer)) or isinstance(self.top_k, bool):
             raise ValueError(f"top_k={self.top_k!r}: must be an int >= 0 (0 = no limit)")
-        if not (0.0 < self.top_p <= 1.0):
-            raise ValueError(f"top_p={self.top_p!r}: must be in (0, 1]")
-        if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty={self.repetition_penalty!r}: must be > 0")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k, v in check_fields(GenerationConfig, **values).items():
+            object.__setattr__(self, k, v)
+
+    @classmethod
+    def from_config(cls, cfg: GenerationConfig, **overrides) -> "SamplingParams":
+        """The config's settings, with the ``overrides`` that are not None."""
+        base = {f.name: getattr(cfg, f.name) for f in fields(cls)}
+        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def sample(logp: np.ndarray, params: SamplingParams, rng: np.random.Generator,

@@ -18,10 +18,13 @@ p_base(w) >= (1 - mu_u - mu_b - mu_t) p_kn(w) > 0.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import numpy as np
+from pydantic import ValidationError
+
+from ..config import CacheConfig, check_fields
 
 
 @dataclass(frozen=True)
@@ -37,27 +40,34 @@ class CacheWeights:
         return self.unigram + self.bigram + self.trigram
 
 
+def _default(name: str):
+    return CacheConfig.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class ContextCache:
-    window: int = 2000
-    unigram: float = 0.1
-    bigram: float = 0.1
-    trigram: float = 0.0
+    """The cache of one configuration; defaults and bounds are :class:`CacheConfig`'s."""
+
+    window: int = _default("window")
+    unigram: float = _default("unigram")
+    bigram: float = _default("bigram")
+    trigram: float = _default("trigram")
     #: 0: every token in the window counts the same; else weight exp(-distance / decay)
-    decay: float = 0.0
-    kappa: float = 0.0
+    decay: float = _default("decay")
+    kappa: float = _default("kappa")
 
     def __post_init__(self):
-        if self.window < 1:
-            raise ValueError(f"cache window={self.window}: must be >= 1")
-        w = (self.unigram, self.bigram, self.trigram)
-        if min(w) < 0 or sum(w) >= 1:
-            raise ValueError(f"cache weights unigram={self.unigram}, bigram={self.bigram}, "
-                             f"trigram={self.trigram}: each >= 0 and their sum < 1")
-        if not self.decay >= 0:
-            raise ValueError(f"cache decay={self.decay}: must be >= 0 (tokens; 0 = no decay)")
-        if self.kappa < 0:
-            raise ValueError(f"cache kappa={self.kappa}: must be >= 0")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for k, v in check_fields(CacheConfig, **values).items():
+            object.__setattr__(self, k, v)
+        try:
+            CacheConfig(**values)
+        except ValidationError as e:  # the weights' sum
+            raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
+
+    @classmethod
+    def from_config(cls, cfg: CacheConfig) -> "ContextCache":
+        return cls(**cfg.model_dump())
 
     @property
     def enabled(self) -> bool:

@@ -54,6 +54,16 @@ class KneserNeyLM:
         self.p1 = arrays["kn_p1"]
         self._keys_by_order = [np.zeros(0, np.int64)] + self.keys[1:]
 
+    @classmethod
+    def from_saved(cls, arrays: dict[str, np.ndarray], entry: dict, vocab_size: int
+                   ) -> "KneserNeyLM":
+        """The back-off of a model directory: its ``kn_*`` arrays and manifest entry."""
+        return cls(entry["order"], vocab_size, {k: v for k, v in arrays.items() if k.startswith("kn_")})
+
+    def describe(self) -> dict:
+        """The manifest entry :meth:`from_saved` reads."""
+        return {"kind": "interpolated-modified-kneser-ney", "order": self.order}
+
     # -- building ----------------------------------------------------------------------
     @classmethod
     def from_levels(cls, levels: list[NGramLevel], order: int, vocab_size: int) -> "KneserNeyLM":

@@ -30,6 +30,10 @@ class PatternTable:
     def __len__(self) -> int:
         return len(self.length)
 
+    def describe(self) -> dict:
+        """The manifest entry: how many patterns, of which context lengths."""
+        return {"count": len(self), "lengths": sorted(set(int(x) for x in np.unique(self.length)))}
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {"pat_length": self.length, "pat_first": self.first, "pat_count": self.count,
                 "pat_cont_offsets": self.cont_offsets, "pat_cont_tokens": self.cont_tokens,

@@ -364,6 +364,11 @@ class FaissIndex(VectorIndex):
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
+    def describe(self, file: str) -> dict:
+        """The manifest entry of this index saved as ``file``."""
+        return {"file": file, "spec": self.spec, "metric": "L2", "ntotal": self.ntotal,
+                "dim": self.dim, "nlist": self.nlist}
+
     def save(self, path) -> None:
         import faiss
 

@@ -1,0 +1,184 @@
+"""Assembly: from a model's parts to a ready language model, and back to disk.
+
+:class:`ModelParts` is what a built or loaded model consists of (tokenizer, encoder, back-off,
+patterns, index, the training stream, learned parts). :func:`assemble` is the one place that
+decides which energy model, lambda gate, context cache and policy the LM runs with, following
+the config and a :class:`Variant`. :func:`save_parts` / :func:`load_parts` write and read a
+model directory; each part describes its own manifest entry.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .config import CacheConfig, RETGENConfig
+from .lm.generator import Generator, SourceText
+from .lm.mixture import RetgenLM, RetrievalParams
+from .ngram.cache import ContextCache
+from .ngram.kneser_ney import KneserNeyLM
+from .ngram.patterns import PatternTable
+from .persist.modeldir import ModelFormatError, ModelWriter, load_arrays, read_manifest, verify_files
+from .search.encoder import Encoder, load_encoder
+from .search.energy import EnergyModel
+from .search.index import FaissIndex
+from .search.retrieval import PatternRetriever
+from .text.tokenizer import Tokenizer, Vocabulary
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "patterns.faiss"
+LEARNED = ("reranker", "policy")
+
+
+@dataclass
+class ModelParts:
+    """Everything a model is made of; shared (never copied) between variants."""
+
+    tokenizer: Tokenizer
+    encoder: Encoder
+    backoff: KneserNeyLM
+    patterns: PatternTable
+    index: FaissIndex
+    stream: np.ndarray          # the training corpus as token ids
+    doc_offsets: np.ndarray     # where each document starts in ``stream``
+    doc_names: list[str]
+    vectors: Optional[np.ndarray] = None  # float16 context embeddings (index.keep_vectors)
+    reranker: Any = None        # learned EnergyReranker (or None: fixed energy weights)
+    policy: Any = None          # learned RetrievalPolicy (or None)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which parts an engine runs with: the one documented way to compare variants of a model
+    (``engine.variant(...)``) without touching its attributes.
+
+    reranker: use the learned energy reranker if the model has one (False: the config's
+        fixed energy weights, ``config.energy``, and the config's temperature and lambda);
+    gate: with the reranker, also its per-query lambda gate;
+    policy: use the learned retrieval policy if the model has one;
+    cache: another context cache (a ``CacheConfig`` or a ``ContextCache``; None: the config's);
+    energy: an explicit energy model (overrides the reranker's and the config's weights).
+    """
+
+    reranker: bool = True
+    gate: bool = True
+    policy: bool = True
+    cache: CacheConfig | ContextCache | None = None
+    energy: Optional[EnergyModel] = None
+
+
+@dataclass
+class Assembled:
+    retriever: PatternRetriever
+    lm: RetgenLM
+    sources: SourceText
+    generator: Generator
+
+
+def assemble(parts: ModelParts, config: RETGENConfig, variant: Variant = Variant()) -> Assembled:
+    r = config.retrieval
+    reranker = parts.reranker if variant.reranker else None
+    energy = variant.energy or (reranker.energy_model() if reranker is not None
+                                else EnergyModel.from_config(config.energy))
+    gate = reranker if reranker is not None and reranker.gate and variant.gate else None
+    cache = variant.cache if isinstance(variant.cache, ContextCache) else \
+        ContextCache.from_config(variant.cache or config.cache)
+    qlen = r.query_length or max(config.patterns.lengths)
+    retriever = PatternRetriever(parts.patterns, parts.index, parts.encoder, parts.tokenizer,
+                                 parts.stream, len(parts.tokenizer.vocab), qlen, energy)
+    # per-call defaults: a trained reranker brings the temperature and lambda it was fitted with
+    defaults = RetrievalParams(k=r.k, temperature=reranker.tau if reranker is not None else r.temperature,
+                               lam=reranker.lam if reranker is not None else r.lam,
+                               nprobe=parts.index.default_nprobe if parts.index.nlist else None,
+                               budget=r.budget)
+    lm = RetgenLM(parts.backoff, retriever, parts.policy if variant.policy else None, cache,
+                  gate=gate, defaults=defaults)
+    sources = SourceText(parts.stream, parts.doc_offsets, parts.doc_names, parts.tokenizer,
+                         config.patterns.snippet_tokens)
+    return Assembled(retriever, lm, sources,
+                     Generator(lm, parts.tokenizer, sources, config.generation.trace_top))
+
+
+# -- model directories ---------------------------------------------------------------------
+def save_parts(parts: ModelParts, config: RETGENConfig, out, overwrite: bool = False,
+               extra: Optional[dict] = None) -> Path:
+    """Write a model directory (arrays, index, JSON, learned parts, checksummed manifest)."""
+    extra = dict(extra or {})
+    with ModelWriter(out, overwrite=overwrite) as w:
+        w.add_array("corpus_ids", parts.stream)
+        w.add_array("doc_offsets", parts.doc_offsets)
+        for name, arr in {**parts.backoff.arrays, **parts.patterns.arrays()}.items():
+            w.add_array(name, arr)
+        if parts.vectors is not None:
+            w.add_array("vectors", parts.vectors)
+        w.add_json("docs.json", parts.doc_names)
+        w.add_text("vocab.json", parts.tokenizer.vocab.to_json())
+        w.add_text("config.json", config.to_json())
+        parts.index.save(w.path(INDEX_FILE))
+        learned = {}
+        for name in LEARNED:  # learned parts travel with the model
+            module = getattr(parts, name)
+            if module is not None:
+                module.save(w.path(name))
+                learned[name] = name
+        if learned:
+            extra["learned"] = learned
+        else:
+            extra.pop("learned", None)
+        return w.commit({
+            "encoder": parts.encoder.info(),
+            "tokenizer": {"mode": parts.tokenizer.mode, "vocab_size": len(parts.tokenizer.vocab)},
+            "backoff": parts.backoff.describe(),
+            "index": parts.index.describe(INDEX_FILE),
+            "patterns": parts.patterns.describe(),
+            **extra,
+        })
+
+
+def load_parts(d: Path, encoder: Optional[Encoder] = None, verify: bool = True,
+               mmap: bool = True) -> tuple[RETGENConfig, ModelParts, dict]:
+    """(config, parts, manifest) of a model directory written by :func:`save_parts`."""
+    m = read_manifest(d)
+    if verify:
+        verify_files(d, m)
+    try:
+        config = RETGENConfig.from_json((d / "config.json").read_text(encoding="utf-8"))
+        vocab = Vocabulary.from_json((d / "vocab.json").read_text(encoding="utf-8"))
+        doc_names = json.loads((d / "docs.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelFormatError(f"model {str(d)!r}: {e}") from None
+    enc_info = m["encoder"]
+    if encoder is None:
+        encoder = load_encoder(config.encoder.name, config.encoder.dtype)
+    if encoder.dim != enc_info["dim"] or encoder.name != enc_info["name"]:
+        raise ModelFormatError(
+            f"model {str(d)!r} was built with encoder {enc_info['name']!r} (dim "
+            f"{enc_info['dim']}); the encoder given is {encoder.name!r} (dim {encoder.dim})")
+    arrays = load_arrays(d, m, mmap=mmap)
+    ix = m["index"]
+    index = FaissIndex.load(d / ix["file"], ix["spec"],
+                            default_nprobe=min(config.index.nprobe, ix["nlist"] or config.index.nprobe),
+                            mmap=mmap, precomputed_table=config.index.precomputed_table,
+                            ip_scan=config.index.ip_scan)
+    if index.dim != enc_info["dim"] or index.ntotal != ix["ntotal"]:
+        raise ModelFormatError(f"index file of {str(d)!r} does not match its manifest")
+    learned = m.get("learned", {})
+    modules = {}
+    if "reranker" in learned:
+        from .learn.reranker import EnergyReranker
+
+        modules["reranker"] = EnergyReranker.load(d / learned["reranker"])
+    if "policy" in learned:
+        from .learn.policy import RetrievalPolicy
+
+        modules["policy"] = RetrievalPolicy.load(d / learned["policy"])
+    parts = ModelParts(Tokenizer(m["tokenizer"]["mode"], vocab), encoder,
+                       KneserNeyLM.from_saved(arrays, m["backoff"], len(vocab)),
+                       PatternTable.from_arrays(arrays), index, arrays["corpus_ids"],
+                       arrays["doc_offsets"], doc_names, arrays.get("vectors"), **modules)
+    return config, parts, m
