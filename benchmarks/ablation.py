@@ -184,12 +184,17 @@ def main() -> None:
         eng = load()
     ret = eng.retriever
     learned, sim_only = ret.energy, EnergyModel()
-    gate = eng.lm.gate  # the learned reranker's per-query lambda gate (part of the reranker)
+    variants: dict = {}
 
-    def use(energy):
-        """Rank with ``energy``; the gate belongs to the learned reranker and goes with it."""
-        ret.energy = energy
-        eng.lm.gate = gate if energy is learned else None
+    def model(energy, index_name: str = "IVF-PQ") -> RetgenEngine:
+        """The engine ranking with ``energy`` over one of the indexes (a variant sharing the
+        model's arrays): the learned reranker comes with its lambda gate, the similarity-only
+        energy without it."""
+        key = (energy is learned, index_name)
+        if key not in variants:
+            kw = {} if energy is learned else dict(energy=sim_only, gate=False)
+            variants[key] = eng.variant(index=indexes[index_name], **kw)
+        return variants[key]
 
     cache_store = ResultCache(None if a.no_cache else a.cache_dir / a.corpus)
     enc_id = json.dumps(eng.manifest.get("encoder"), sort_keys=True)
@@ -222,45 +227,40 @@ def main() -> None:
     kmax = max(GRID_K + eng.policy.k_choices)
     retrieved: dict = {}
     for name, idx in indexes.items():
-        ret.index = idx
         fp = index_fingerprint(idx)
         for split, s in splits.items():
             t = time.perf_counter()
             skey = ResultCache.key("search", fp, s["vecs"], s["empty"], kmax, idx.default_nprobe)
             hit = cache_store.get(skey, ("D", "I"))
             if hit is None:
-                r = ret.search_vectors(s["vecs"], kmax, empty=s["empty"], Q=s["Q"], progress=True)
+                r = model(learned, name).retriever.search_vectors(
+                    s["vecs"], kmax, empty=s["empty"], Q=s["Q"], progress=True)
                 cache_store.put(skey, D=r.D, I=r.I)
             else:
                 r = Retrieved(hit[0], hit[1], s["Q"])
             retrieved[name, split] = r
             log.info("%s %s search %.0fs%s", name, split, time.perf_counter() - t,
                      "" if hit is None else " (results from the cache)")
-    ret.index = eng.index
 
     def score(index_name, energy, params, split):
-        use(energy)
         s = splits[split]
-        out = eng.lm.score_stream(s["seq"], params, retrieved=retrieved[index_name, split],
-                                  query_vectors=s["vecs"])
-        use(learned)
-        return out
+        return model(energy, index_name).lm.score_stream(
+            s["seq"], params, retrieved=retrieved[index_name, split], query_vectors=s["vecs"])
 
     def grid(index_name, energy):
         s, r = splits["valid"], retrieved[index_name, "valid"]
         targets, pos = s["seq"][1:], np.arange(1, len(s["seq"]))
         kf = backoff_features(eng.backoff, s["seq"], pos)  # the gate's inputs, once per grid
         rows = []
-        use(energy)
+        lm = model(energy, index_name).lm
         for k, tau in itertools.product(GRID_K, GRID_TAU):
             rk = r.top(k)
-            p, shift = eng.lm.retrieval_terms(rk, targets, tau, s["seq"], pos, kf=kf)
+            p, shift = lm.retrieval_terms(rk, targets, tau, s["seq"], pos, kf=kf)
             has = rk.valid.any(axis=1)
             for lam in GRID_LAM_FINE:
                 lp = mix_logprobs(s["log_base"], p, np.where(has, gated_lam(lam, shift), 0.0))
                 rows.append({"k": k, "temperature": tau, "lam": lam,
                              "valid_perplexity": float(np.exp(-lp.mean()))})
-        use(learned)
         return min(rows, key=lambda x: x["valid_perplexity"]), rows
 
     def ppl(out):
@@ -294,11 +294,7 @@ def main() -> None:
             continue
         v = score(iname, energy, params, "valid")
         te = score(iname, energy, params, "test")
-        ret.index = indexes[iname]
-        use(energy)
-        speed, gen_rate = gen_speed(eng, a.gen_tokens, **gen_kw)
-        ret.index = eng.index
-        use(learned)
+        speed, gen_rate = gen_speed(model(energy, iname), a.gen_tokens, **gen_kw)
         rows.append({"row": label, "valid_perplexity": ppl(v), "test_perplexity": ppl(te),
                      "retrieval_rate_test": float(np.mean(te["lam"] > 0)),
                      "index": iname, "index_bytes": index_bytes(indexes[iname]),
@@ -307,9 +303,7 @@ def main() -> None:
         log.info("%s", rows[-1])
     kn_v = float(np.exp(-splits["valid"]["log_kn"].mean()))
     kn_t = float(np.exp(-splits["test"]["log_kn"].mean()))
-    use(sim_only)
-    speed_kn, _ = gen_speed(eng, a.gen_tokens, policy=False, lam=0.0)
-    use(learned)
+    speed_kn, _ = gen_speed(model(sim_only), a.gen_tokens, policy=False, lam=0.0)
     rows.append({"row": "back-off only (KN-5, no cache)", "valid_perplexity": kn_v, "test_perplexity": kn_t,
                  "retrieval_rate_test": 0.0, "index": None, "index_bytes": 0,
                  "median_ms_per_query": 0.0, "tokens_per_second": speed_kn})
@@ -331,7 +325,6 @@ def main() -> None:
     frontier = []
     pol = eng.policy
     if getattr(pol, "skip_dim", 0) and bool(pol.skip_trained):
-        use(learned)
         for b in SKIP_BUDGETS:
             params = RetrievalParams(use_policy=True, nprobe=nprobe, budget=b)
             v, te = score("IVF-PQ", learned, params, "valid"), score("IVF-PQ", learned, params, "test")

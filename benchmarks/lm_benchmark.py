@@ -22,7 +22,6 @@ import numpy as np
 from retgen_engine import RETGENConfig, RetgenEngine
 from retgen_engine.ngram.cache import ContextCache
 from retgen_engine.text.corpus import read_eval_tokens
-from retgen_engine.search.energy import EnergyModel
 from retgen_engine.lm.evaluation import perplexity_report, prepend_context
 from retgen_engine.search.index import table_bytes
 from retgen_engine.lm.mixture import mix_logprobs
@@ -170,14 +169,13 @@ def main() -> None:
     stats = eng.manifest["build_stats"]
     # the fixed-parameter model: similarity-only energy, no lambda gate and no policy, even if
     # `retgen train` has run on it
-    eng.retriever.energy = EnergyModel.from_config(eng.config.energy)
-    eng.lm.gate = eng.lm.policy = eng.policy = None
+    eng = eng.variant(reranker=False, policy=False)
 
     if a.speed_only:
         res_path = a.out / f"{a.corpus}.json"
         result = json.loads(res_path.read_text())
         tp = result["tuned_params"]
-        eng.lm.cache = cache_of(tp)
+        eng = eng.variant(reranker=False, policy=False, cache=cache_of(tp))
         gen = generation_speed(eng, tp, a.gen_tokens)
         result["generate_tokens_per_second"] = gen["median"]
         result["generate_runs_tokens_per_second"] = gen["runs"]
@@ -196,7 +194,7 @@ def main() -> None:
     best, grid = tune(eng, valid, log)
     best_nocache = min((r for r in grid if not cache_of(r).enabled),
                        key=lambda r: r["valid_perplexity"])
-    eng.lm.cache = cache_of(best)
+    eng = eng.variant(reranker=False, policy=False, cache=cache_of(best))
     params = eng.retrieval_params(k=best["k"] or None, temperature=best["temperature"] or None,
                                   lam=best["lam"], policy=False)
     t = time.perf_counter()
@@ -204,14 +202,13 @@ def main() -> None:
     retrieved = eng.retriever.search_stream(seq, max(GRID_K), nprobe=params.nprobe, progress=True)
     rep = perplexity_report(eng.lm, test, eng.vocab, params, retrieved=retrieved)
     test_secs = time.perf_counter() - t
-    full_cache = eng.lm.cache
-    eng.lm.cache = ContextCache(full_cache.window, 0.0, 0.0, 0.0)  # same run, without the cache
+    no_cache = eng.variant(reranker=False, policy=False,  # same run, without the cache
+                           cache=ContextCache(eng.lm.cache.window, 0.0, 0.0, 0.0))
     rep_nocache = perplexity_report(
-        eng.lm, test, eng.vocab, eng.retrieval_params(k=best_nocache["k"],
-                                                      temperature=best_nocache["temperature"],
-                                                      lam=best_nocache["lam"], policy=False),
+        no_cache.lm, test, eng.vocab, no_cache.retrieval_params(
+            k=best_nocache["k"], temperature=best_nocache["temperature"],
+            lam=best_nocache["lam"], policy=False),
         retrieved=retrieved)
-    eng.lm.cache = full_cache
     gen = generation_speed(eng, best, a.gen_tokens)
     # RAM: the index file (memory-mapped) + faiss' precomputed IVF-PQ table (rebuilt on load)
     index_bytes = eng.index.nbytes()

@@ -58,7 +58,7 @@ def main() -> None:
     vecs = eng.retriever.encode(eng.retriever.stream_texts(ids["valid"], pos))
     rows = []
     for name, ix in variants(eng):
-        eng.index = eng.retriever.index = ix
+        e = eng.variant(index=ix)
         faiss.omp_set_num_threads(1)
         lat = []
         for v in vecs:
@@ -71,7 +71,7 @@ def main() -> None:
                "load_1m": os.getloadavg()[0]}
         for split in ("valid", "test"):
             t = time.perf_counter()
-            row[f"{split}_perplexity"] = eng.perplexity(ids[split])["perplexity"]
+            row[f"{split}_perplexity"] = e.perplexity(ids[split])["perplexity"]
             row[f"{split}_seconds"] = time.perf_counter() - t
         print(json.dumps(row), flush=True)
         rows.append(row)

@@ -45,34 +45,35 @@ def main() -> None:
         raise SystemExit(f"{a.model_dir} has no trained policy with a skip stage (run `retgen train`)")
     c = cache_of(tuned)
     eng.set_cache(c.window, c.unigram, c.bigram, c.trigram, c.decay, c.kappa)
-    learned, gate, sim_only = eng.retriever.energy, eng.lm.gate, EnergyModel()
+    # the learned reranker with its lambda gate (the model as trained), and the same model
+    # ranking by similarity alone without the gate
+    learned, sim_only = eng, eng.variant(energy=EnergyModel(), gate=False)
     fs, fl = abl["best_fixed_similarity_only"], abl["best_fixed_learned_rerank"]
     settings = {
-        "back-off + cache, no retrieval": (sim_only, None, dict(policy=False, lam=0.0)),
+        "back-off + cache, no retrieval": (sim_only, dict(policy=False, lam=0.0)),
         "fixed-parameter model (similarity-only)": (
-            sim_only, None, dict(policy=False, k=fs["k"], temperature=fs["temperature"], lam=fs["lam"])),
+            sim_only, dict(policy=False, k=fs["k"], temperature=fs["temperature"], lam=fs["lam"])),
         "learned rerank + gate, fixed k/tau/lambda": (
-            learned, gate, dict(policy=False, k=fl["k"], temperature=fl["temperature"], lam=fl["lam"])),
-        **{f"full system, budget {b}": (learned, gate, dict(budget=b)) for b in BUDGETS},
+            learned, dict(policy=False, k=fl["k"], temperature=fl["temperature"], lam=fl["lam"])),
+        **{f"full system, budget {b}": (learned, dict(budget=b)) for b in BUDGETS},
     }
-    real = eng.retriever.encode
     counts = {name: [0, 0] for name in settings}  # encoded contexts, generated tokens
     rates: dict[str, list[float]] = {name: [] for name in settings}
     for r in range(a.rounds):
-        for name, (energy, g, kw) in settings.items():
-            eng.retriever.energy, eng.lm.gate = energy, g
+        for name, (e, kw) in settings.items():
+            real = e.retriever.encode
             enc = [0]
 
             def counting(texts, **k):
                 enc[0] += len(texts)
                 return real(texts, **k)
 
-            eng.retriever.encode = counting
+            e.retriever.encode = counting  # instrumentation: count the encoded contexts
             t, n = time.perf_counter(), 0
             for i, p in enumerate(PROMPTS):
-                n += eng.generate(p, max_new_tokens=a.gen_tokens, seed=i, top_p=0.9, **kw).completion_tokens
+                n += e.generate(p, max_new_tokens=a.gen_tokens, seed=i, top_p=0.9, **kw).completion_tokens
             rates[name].append(n / (time.perf_counter() - t))
-            eng.retriever.encode = real
+            e.retriever.encode = real
             counts[name][0] += enc[0]
             counts[name][1] += n
         log.info("round %d/%d done", r + 1, a.rounds)

@@ -62,7 +62,8 @@ class Variant:
     gate: with the reranker, also its per-query lambda gate;
     policy: use the learned retrieval policy if the model has one;
     cache: another context cache (a ``CacheConfig`` or a ``ContextCache``; None: the config's);
-    energy: an explicit energy model (overrides the reranker's and the config's weights).
+    energy: an explicit energy model (overrides the reranker's and the config's weights);
+    index: another index over the same patterns (same ids), e.g. another faiss spec.
     """
 
     reranker: bool = True
@@ -70,6 +71,7 @@ class Variant:
     policy: bool = True
     cache: CacheConfig | ContextCache | None = None
     energy: Optional[EnergyModel] = None
+    index: Optional[FaissIndex] = None
 
 
 @dataclass
@@ -89,12 +91,13 @@ def assemble(parts: ModelParts, config: RETGENConfig, variant: Variant = Variant
     cache = variant.cache if isinstance(variant.cache, ContextCache) else \
         ContextCache.from_config(variant.cache or config.cache)
     qlen = r.query_length or max(config.patterns.lengths)
-    retriever = PatternRetriever(parts.patterns, parts.index, parts.encoder, parts.tokenizer,
+    index = variant.index or parts.index
+    retriever = PatternRetriever(parts.patterns, index, parts.encoder, parts.tokenizer,
                                  parts.stream, len(parts.tokenizer.vocab), qlen, energy)
     # per-call defaults: a trained reranker brings the temperature and lambda it was fitted with
     defaults = RetrievalParams(k=r.k, temperature=reranker.tau if reranker is not None else r.temperature,
                                lam=reranker.lam if reranker is not None else r.lam,
-                               nprobe=parts.index.default_nprobe if parts.index.nlist else None,
+                               nprobe=index.default_nprobe if index.nlist else None,
                                budget=r.budget)
     lm = RetgenLM(parts.backoff, retriever, parts.policy if variant.policy else None, cache,
                   gate=gate, defaults=defaults)

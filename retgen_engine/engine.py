@@ -48,8 +48,10 @@ class RetgenEngine:
 
     def variant(self, **kw: Any) -> "RetgenEngine":
         """The same model with other parts in force (see :class:`~retgen_engine.assembly.Variant`:
-        ``reranker``, ``gate``, ``policy``, ``cache``, ``energy``), sharing every array and the
-        index; for ablations and benchmarks."""
+        ``reranker``, ``gate``, ``policy``, ``cache``, ``energy``, ``index``), sharing every
+        array; the context cache in force is kept unless ``cache`` is given. The one way
+        ablations and benchmarks switch parts."""
+        kw.setdefault("cache", self.lm.cache)
         return RetgenEngine(self.config, self.parts, self.manifest, self.model_dir, Variant(**kw))
 
     # -- construction ------------------------------------------------------------------

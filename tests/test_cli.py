@@ -58,7 +58,9 @@ def test_train_command_picks_part_and_method(tmp_path, capsys, tiny_model_dir):
                  "--queries", "600", "--fraction", "0.1", "--quiet"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert "policy" in rep and "reranker" not in rep
-    assert rep["policy"]["val_reward_after"] >= rep["policy"]["val_reward_before"]
+    pol = rep["policy"]  # a kept training step beats the start, else the start comes back
+    assert (pol["val_reward_after"] > pol["val_reward_before"] if pol["best_step"] > 0
+            else pol["val_reward_after"] == pytest.approx(pol["val_reward_before"], abs=1e-12))
     assert rep["policy"]["skip"]["budget"] == 0.7  # the skip stage's default budget
     assert (model / "policy" / "model.safetensors").is_file()
     # the retrieval budget per call: allowed with the trained policy, checked by value

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -17,12 +18,35 @@ def test_json_round_trip(tmp_path):
     assert back.patterns.lengths == [2, 5]
 
 
-def test_paper_fields_present():
+def test_paper_fields_read_their_sections():
     cfg = RETGENConfig()
-    for name in ("nlist", "nprobe", "pq_nbits", "pq_nsplits", "energy_temperature",
-                 "policy_hidden_dim"):
-        assert hasattr(cfg, name)
-    assert cfg.pq_nsplits == cfg.index.pq_nsplits
+    cfg.index.nlist, cfg.index.nprobe, cfg.index.pq_nbits, cfg.index.pq_nsplits = 300, 7, 6, 24
+    cfg.energy.energy_temperature, cfg.policy.policy_hidden_dim = 0.7, 48
+    assert (cfg.nlist, cfg.nprobe, cfg.pq_nbits, cfg.pq_nsplits, cfg.energy_temperature,
+            cfg.policy_hidden_dim) == (300, 7, 6, 24, 0.7, 48)
+    with pytest.raises(AttributeError):  # read-only views: the sections own the values
+        cfg.nprobe = 3
+
+
+def test_runtime_parameters_share_the_config_bounds():
+    """One bound per parameter: the per-call objects refuse what the config refuses."""
+    from retgen_engine.lm.mixture import RetrievalParams
+    from retgen_engine.lm.sampling import SamplingParams
+    from retgen_engine.ngram.cache import ContextCache
+
+    with pytest.raises(ValidationError):
+        RETGENConfig().retrieval.lam = 1.0
+    with pytest.raises(ValueError, match="lam=1.0"):
+        RetrievalParams(lam=1.0)
+    with pytest.raises(ValueError, match="k=5000"):
+        RetrievalParams(k=5000)
+    assert RetrievalParams(k=np.int64(8)).k == 8
+    with pytest.raises(ValueError, match="top_p=1.5"):
+        SamplingParams(top_p=1.5)
+    cfg = RETGENConfig()
+    assert ContextCache.from_config(cfg.cache) == ContextCache()  # the same defaults
+    assert SamplingParams.from_config(cfg.generation) == SamplingParams()
+    assert (RetrievalParams().k, RetrievalParams().lam) == (cfg.retrieval.k, cfg.retrieval.lam)
 
 
 @pytest.mark.parametrize("section,field,value", [

@@ -176,6 +176,17 @@ class RetgenLM:
             return w, np.zeros(len(w))
         return w, self.gate.lam_shift(w, r.D, r.valid, feats["exact"], feats["length"], kf)
 
+    def retrieval_terms(self, r: Retrieved, targets: np.ndarray, tau, seq: np.ndarray,
+                        positions: np.ndarray, kf: Optional[np.ndarray] = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """(p_ret of each target [n], the gate's logit shift of lam [n]) for retrieved ``r``, n
+        queries predicting seq[positions] (``kf``: their back-off features, if computed); for
+        grids over k and tau on one search pass."""
+        if kf is None and self.gate is not None:
+            kf = backoff_features(self.backoff, seq, positions)
+        w, shift = self._weights_and_shift(r, tau, kf)
+        return self.retriever.target_probs(r, targets, tau, weights=w), shift
+
     def _wants_retrieval(self, params: RetrievalParams) -> bool:
         return self.retriever is not None and (params.use_policy or params.lam > 0)
 
