@@ -3,8 +3,12 @@
 The standalone engine: no LangChain or LlamaIndex imports here.
 """
 import logging
+from importlib import metadata
 
-__version__ = "0.1.0"
+try:
+    __version__ = metadata.version("retgen")  # one version: pyproject.toml's
+except metadata.PackageNotFoundError:  # pragma: no cover - a source tree, not installed
+    __version__ = "unknown"
 
 from .config import RETGENConfig  # noqa: E402
 from .search.encoder import Encoder, HashingEncoder, SentenceTransformerEncoder, load_encoder  # noqa: E402

@@ -1,4 +1,4 @@
-"""The learned energy reranker: the weights of :class:`~retgen_engine.energy.EnergyModel`
+"""The learned energy reranker: the weights of :class:`~retgen_engine.search.energy.EnergyModel`
 and a per-query mixing gate, fitted by gradient descent (Adam) on the negative
 log-likelihood of the true next token under the final mixed distribution.
 
@@ -135,7 +135,7 @@ class EnergyReranker(nn.Module, SavableModule):
 def fit_reranker(data: dict, tau: float, steps: int = 300, lr: float = 0.05, seed: int = 0,
                  progress: bool = True, val_frac: float = 0.2, gate: bool = True,
                  init_lam: float = 0.02) -> tuple[EnergyReranker, dict]:
-    """Fit on cached training queries (see :mod:`retgen_engine.heldout`)."""
+    """Fit on cached training queries (see :mod:`retgen_engine.learn.heldout`)."""
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)

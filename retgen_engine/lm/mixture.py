@@ -1,5 +1,5 @@
 """The RETGEN language model: the retrieval distribution mixed with the base distribution
-(the Kneser-Ney back-off, itself mixed with the context cache, see :mod:`retgen_engine.cache`).
+(the Kneser-Ney back-off, itself mixed with the context cache, see :mod:`retgen_engine.ngram.cache`).
 
 log p(w) = logsumexp(log(1 - lam) + log p_base(w), log(lam) + log p_ret(w))
 

@@ -8,6 +8,7 @@ arrays load with ``allow_pickle=False``.
 from __future__ import annotations
 
 import hashlib
+from importlib import metadata
 import json
 import logging
 import os
@@ -60,9 +61,10 @@ def versions() -> dict[str, str]:
             out[mod] = __import__(mod).__version__
         except Exception:  # pragma: no cover - optional
             pass
-    from .. import __version__
-
-    out["retgen"] = __version__
+    try:
+        out["retgen"] = metadata.version("retgen")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a source tree, not installed
+        out["retgen"] = "unknown"
     return out
 
 

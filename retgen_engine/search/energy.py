@@ -12,7 +12,7 @@ documents: any positive per-document prior, 1 by default). Two extra features se
 language model: ``len``, a pattern's context length over the longest length, and ``exact``,
 1 when the pattern's context is exactly the query's last tokens. ``div`` may also be given
 precomputed (the language model's redundancy is a nested context from the multi-resolution
-store, see :mod:`retgen_engine.features`). The learned reranker sets these weights.
+store, see :mod:`retgen_engine.ngram.features`). The learned reranker sets these weights.
 """
 from __future__ import annotations
 

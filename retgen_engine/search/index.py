@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class VectorIndex(ABC):
-    """What the engine needs from a vector search backend (faiss here, Milvus later)."""
+    """What the pattern search needs from a vector index: int64 ids, (D, I) results with -1
+    for none, per-call nprobe. :class:`FaissIndex` implements it."""
 
     spec: str
     dim: int
