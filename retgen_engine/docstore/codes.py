@@ -7,16 +7,17 @@ on the raw vectors present when the store switches to codes, and never re-encode
 retraining uses the decoded vectors, so codes never compound their error.
 
 The alternative, ``refine_codes="index"``, keeps a single representation: the codes of the
-index itself (8-bit residual PQ scored by ADC), no candidate stage and no refine stage. Its
-profiles scan the lists by inner product (``IndexConfig.ip_scan``: one query table instead of
-one per probed list; the same codes) and re-score the top 8k.
+index itself (8-bit residual PQ scored by ADC), no second code per record. Its profiles scan
+the lists by inner product (``IndexConfig.ip_scan``: one query table instead of one per probed
+list; the same codes) and re-score the top 8k from the same codes, decoded and renormalized
+(or, ``"compact-disk"``, from float16 vectors on disk).
 
 Profiles (:func:`large_store_kwargs`), measured in ``benchmarks/results/vectorstore.md``:
 
 - ``"compact"``: in-index ``IVF{L},PQ{dim/3}`` codes (128 B for MiniLM's 384 dimensions).
 - ``"balanced"``: in-index ``IVF{L},PQ{dim/2}`` codes (192 B).
 - ``"compact-disk"``: ``"compact"`` in RAM, plus float16 vectors on disk (``2 * dim`` B) that
-  re-score the candidates (:mod:`retgen_engine.diskvectors`).
+  re-score the candidates (:mod:`retgen_engine.docstore.diskvectors`).
 - ``"refine-pq"``: IVF-PQ 4-bit fast-scan candidates + ``IVF{L},PQ{dim/3}`` refine codes;
   retrains its index as the store grows.
 - ``"refine-sq8"``: the same candidates + ``SQ8`` refine codes (384 B), near-exact re-scoring.

@@ -51,6 +51,11 @@ class DiskVectors:
     def __len__(self) -> int:
         return self._nbase + self._ntail
 
+    @property
+    def appended_rows(self) -> int:
+        """Rows appended after the base file (held in the temporary file)."""
+        return self._ntail
+
     def disk_bytes(self) -> int:
         """Bytes of the rows on disk (the base file's rows and the appended rows)."""
         return len(self) * self._row_bytes

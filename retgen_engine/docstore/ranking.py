@@ -36,6 +36,7 @@ def normalize_rows(vectors: Any, dim: Optional[int], what: str = "vectors") -> n
         raise ValueError(f"{what} contain an all-zero vector, which has no direction")
     return np.ascontiguousarray(v / norms, dtype=np.float32)
 
+
 def unit_rows(v: np.ndarray) -> np.ndarray:
     """float32 rows scaled to unit length, for vectors decoded from codes (an all-zero row stays
     zero; unlike :func:`normalize_rows`, which validates caller input)."""
@@ -72,7 +73,7 @@ def energy_scores(query: np.ndarray, vectors: np.ndarray, model: Optional[Energy
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(energies [k], weights [k]) of candidate documents for one query.
 
-    Features are those of :class:`~retgen_engine.energy.EnergyModel`: similarity
+    Features are those of :class:`~retgen_engine.search.energy.EnergyModel`: similarity
     ``-d / tau`` (d squared L2 between unit vectors), MMR-style redundancy (the largest cosine
     to any earlier candidate, so the order of ``vectors`` matters: pass them best first) and
     the log of a per-document frequency prior (1 when not given).
@@ -101,6 +102,7 @@ def energy_rerank(query: np.ndarray, hits: list, model: Optional[EnergyModel] = 
     for h, ei, wi in zip(hits, e, w):
         h.energy, h.weight = float(ei), float(wi)
     return [hits[i] for i in np.argsort(e, kind="stable")]
+
 
 def rank_by_energy(query: np.ndarray, vectors: np.ndarray, freq: Optional[Sequence[float]] = None,
                    model: Optional[EnergyModel] = None, tau: float = 0.5,

@@ -4,9 +4,11 @@ Scores: ``similarity_search_with_score`` returns the store's one relevance conve
 ``1 - d / 4`` in [0, 1] (d = squared L2 between unit vectors; equal to ``(1 + cos) / 2``),
 higher is better; ``_select_relevance_score_fn`` is therefore the identity.
 
-Filters: a dict (``$eq $ne $gt $gte $lt $lte $in $nin $and $or $not``, plain values mean
-``$eq``) or a callable ``metadata -> bool``; see :mod:`retgen_engine.docstore.filters`. They are
-applied inside the faiss search. A key missing from a document's metadata never matches.
+Filters: a dict (``$eq $ne $gt $gte $lt $lte $in $nin``, the list operators ``$has $any
+$all``, ``$text_match $itext_match $empty``, combined with ``$and $or $not``; plain values mean
+``$eq``) or a callable ``metadata -> bool``; every operator is documented in
+:mod:`retgen_engine.docstore.filters`. They are applied inside the faiss search. A key missing
+from a document's metadata never matches (but ``{"$empty": True}``).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The large-store configuration: compressed candidate codes + refine codes, no raw vectors.
+"""The large-store configurations, no raw vectors: compressed candidate codes + refine codes,
+in-index codes only, and in-index codes + float16 vectors on disk.
 
 Fast: 12k synthetic clustered unit vectors in 64 dimensions (each cluster a low-dimensional
 gaussian plus a little isotropic noise, like sentence embeddings), the same shape of
@@ -17,7 +18,6 @@ from retgen_engine.config import IndexConfig
 from retgen_engine.docstore import (CODES_FORMAT_VERSION, DISK_FORMAT_VERSION,
                                     IN_INDEX_FORMAT_VERSION, DocumentStore,
                                     auto_refine_spec, large_store_config, large_store_kwargs)
-from retgen_engine.search.index import table_bytes
 from retgen_engine.docstore.codes import in_index_nlist
 
 DIM, N, K = 64, 12_000, 10
@@ -61,7 +61,9 @@ def _recall(s, base, queries, **kw):
 def test_large_store_drops_raw_vectors_and_keeps_recall(large):
     s, base, queries = large
     assert s.compressed and s.refine_spec == auto_refine_spec(DIM, N) == "IVF256,PQ16"
-    assert "PQ8x4fs" in s.spec and s._vecs.dtype == np.uint8 and s._vecs.shape[1] == 17
+    st = s.stats()  # rows in RAM: 17-byte uint8 refine codes
+    assert "PQ8x4fs" in s.spec and s.storage_mode == st["mode"] == "codes"
+    assert st["row_dtype"] == "uint8" and st["row_bytes"] == 17 and st["rows"] == N
     assert _recall(s, base, queries) >= 0.9
     # bytes per record: 4 (IVF-PQ) + 1 + 16 (refine) + 8 + 8 (ids) + 1 (alive) + fixed parts
     per = s.nbytes() / len(s)
@@ -94,21 +96,29 @@ def test_large_store_persists_no_raw_vectors(large, tmp_path):
     for p in out.iterdir():  # no file holds anything like the float vectors
         assert p.stat().st_size < N * DIM * 2, p.name
     t = DocumentStore.load(out)
-    assert t.compressed and len(t) == N and table_bytes(t._codec) == 0  # codec: encode only
+    # codec: encode only (no precomputed table; the index keeps none either: _cfg())
+    assert t.compressed and len(t) == N and t.stats()["table_bytes"] == 0
+    assert t.stats()["mode"] == "codes" and t.refine_spec == "IVF256,PQ16"
     assert [h.id for h in t.search(queries[3], K)] == [h.id for h in s.search(queries[3], K)]
     t.upsert(["new"], ["n"], base[:1] * -1)  # adds go straight to codes
-    assert t._vecs.dtype == np.uint8 and t.search(-base[0], 1)[0].id == "new"
+    st = t.stats()
+    assert (st["mode"], st["row_dtype"], st["row_bytes"], st["rows"]) == ("codes", "uint8", 17,
+                                                                         N + 1)
+    assert t.search(-base[0], 1)[0].id == "new"
 
 
 def test_small_stores_stay_exact_and_raw_codes_can_be_disabled():
     data = _clustered(3000)
     s = DocumentStore(index_config=_cfg())
     s.upsert([str(i) for i in range(3000)], ["t"] * 3000, data)
-    assert not s.compressed and s._vecs.dtype == np.float32
+    assert not s.compressed and s.storage_mode == "raw"
+    assert s.stats()["row_dtype"] == "float32" and s.stats()["row_bytes"] == DIM * 4
     raw = DocumentStore(index_config=_cfg(), refine_codes=None)
     for b in range(0, N, 3000):
         raw.upsert([str(i) for i in range(b, b + 3000)], ["t"] * 3000, _clustered(3000, seed=b))
-    assert "PQ" in raw.spec and not raw.compressed and raw._vecs.dtype == np.float32
+    st = raw.stats()
+    assert "PQ" in raw.spec and not raw.compressed and st["mode"] == "raw"
+    assert st["row_dtype"] == "float32" and st["row_bytes"] == DIM * 4
 
 
 def test_large_store_config_fits_minilm():
@@ -130,12 +140,15 @@ def test_balanced_profile_sq8_codes_rescore_closer_to_exact(large):
     b = DocumentStore(index_config=_cfg(), refine_factor=8, refine_codes="SQ8")
     for i in range(0, N, 3000):  # retrains at 3k, 6k, 12k: codes from 12k (MIN_CODEC_TRAIN)
         b.upsert([f"d{j}" for j in range(i, i + 3000)], ["t"] * 3000, base[i:i + 3000])
-    assert b.compressed and b.refine_spec == "SQ8" and b._vecs.shape[1] == DIM  # 1 B/dim
+    st = b.stats()
+    assert b.compressed and b.refine_spec == "SQ8" and st["mode"] == "codes"
+    assert st["row_dtype"] == "uint8" and st["row_bytes"] == DIM  # 1 B/dim
     assert _recall(b, base, queries) >= max(0.95, _recall(s, base, queries))
     assert np.all(np.sum(b.vectors(["d3"]) * base[3], axis=1) > 0.999)
 
 
-# -- in-index codes (the "compact"/"balanced" profiles): one representation, no refine stage --
+# -- in-index codes (the "compact"/"balanced" profiles): one representation, re-scored from --
+# -- its decoded codes ------------------------------------------------------------------------
 
 def _in_index_cfg(m=DIM // 2, ip_scan=False):
     return IndexConfig(exact_threshold=2000, pq_threshold=4000, pq_nsplits=m, pq_nbits=8,
@@ -155,11 +168,12 @@ def in_index():
 
 def test_in_index_codes_keep_one_representation(in_index):
     s, base, queries = in_index
-    assert s.compressed and s._in_index and s.refine_spec is None
+    assert s.compressed and s.storage_mode == "in-index" and s.refine_spec is None
     nl = in_index_nlist(N)
     assert s.spec == f"IVF{nl},PQ{DIM // 2}x8np" and nl == N // 39  # headroom, capped
-    assert s._vecs.dtype == np.uint16 and s._vecs.shape == (N,)  # the IVF list of each row
-    assert table_bytes(s._index.index) == 0  # no nlist*M*256-float faiss table in RAM
+    st = s.stats()  # the IVF list of each row: one uint16 per row
+    assert (st["row_dtype"], st["row_bytes"], st["rows"]) == ("uint16", 2, N)
+    assert st["table_bytes"] == 0  # no nlist*M*256-float faiss table in RAM
     r4 = _recall(s, base, queries)
     s.refine_factor = 1  # ADC order only: re-scoring the renormalized decoded codes helps
     try:
@@ -198,14 +212,15 @@ def test_in_index_codes_grow_delete_upsert_without_retraining(tmp_path, monkeypa
     data = _clustered(N + 2000, seed=3)
     s = DocumentStore(index_config=_in_index_cfg(), refine_codes="index")
     s.upsert([f"d{i}" for i in range(N)], ["t"] * N, data[:N])
-    spec, trained = s.spec, s._trained_n
-    assert s._in_index and trained == N
+    spec, trained = s.spec, s.stats()["trained_n"]
+    assert s.storage_mode == "in-index" and trained == N
     s.upsert([f"d{i}" for i in range(N, N + 2000)], ["t"] * 2000, data[N:])  # no raw kept
     s.upsert([f"e{i}" for i in range(2 * N)], ["t"] * 2 * N, _clustered(2 * N, seed=4))
-    assert s.spec == spec and s._trained_n == trained and len(s) == 3 * N + 2000  # not retrained
+    assert s.spec == spec and s.stats()["trained_n"] == trained and len(s) == 3 * N + 2000
     warned = [r for r in caplog.records if "rebuild the store from raw vectors" in r.message]
     assert len(warned) == 1 and "12000 its in-index codes were trained on" in warned[0].message
-    assert s._index.ntotal == len(s) == len(s._vecs[:s._nrows][s._alive[:s._nrows]])
+    st = s.stats()  # not retrained; every live row is indexed
+    assert st["index_ntotal"] == len(s) == st["live_rows"] == st["rows"]
     assert s.search(data[N + 5], 1)[0].id == f"d{N + 5}"
     s.upsert(["d3"], ["moved"], -data[3])  # replace: the old vector is gone, the new one found
     assert s.search(-data[3], 1)[0].id == "d3" and s.get(["d3"])[0].text == "moved"
@@ -223,13 +238,13 @@ def test_in_index_codes_grow_delete_upsert_without_retraining(tmp_path, monkeypa
     assert not (out / "vectors.npy").exists() and not (out / "codes.npy").exists()
     assert np.load(out / "lists.npy").dtype == np.uint16
     t = DocumentStore.load(out)
-    assert t._in_index and len(t) == len(s) and t.spec == spec
-    assert table_bytes(t._index.index) == 0 and t.nbytes() == s.nbytes()
+    assert t.storage_mode == "in-index" and len(t) == len(s) and t.spec == spec
+    assert t.stats()["table_bytes"] == 0 and t.nbytes() == s.nbytes()
     q = data[100]
     assert [h.id for h in t.search(q, K)] == [h.id for h in s.search(q, K)]
     assert np.allclose(t.vectors(["d3"]), s.vectors(["d3"]))
     t.upsert(["new"], ["n"], data[:1] * -1)
-    assert t.search(-data[0], 1)[0].id == "new" and t._vecs.dtype == np.uint16
+    assert t.search(-data[0], 1)[0].id == "new" and t.stats()["row_dtype"] == "uint16"
 
 
 def test_in_index_codes_scanned_by_inner_product(in_index):
@@ -241,7 +256,7 @@ def test_in_index_codes_scanned_by_inner_product(in_index):
     for b in range(0, N, 3000):
         t.upsert([f"d{i}" for i in range(b, b + 3000)], [f"t{i}" for i in range(b, b + 3000)],
                  base[b:b + 3000], [{"g": i % 2} for i in range(b, b + 3000)])
-    assert t._index.ip_scan and not s._index.ip_scan and t.spec == s.spec
+    assert t.stats()["ip_scan"] and not s.stats()["ip_scan"] and t.spec == s.spec
     r_ip, r_l2 = _recall(t, base, queries), _recall(s, base, queries)
     assert r_ip >= 0.9 and r_ip >= r_l2 - 0.01, (r_ip, r_l2)
     hits = t.search(queries[0], 5, with_vectors=True)
@@ -313,7 +328,8 @@ def test_disk_vectors_rescore_candidates_exactly(tmp_path):
                      [{"g": i % 2} for i in range(b, b + 3000)])
         stores[disk] = s
     codes, disk = stores[False], stores[True]
-    assert disk._in_index and disk.spec == codes.spec
+    assert disk.storage_mode == "disk" and codes.storage_mode == "in-index"
+    assert disk.spec == codes.spec
     assert disk.nbytes() == codes.nbytes()  # RAM: the same codes, ids and list numbers
     assert disk.disk_bytes() == N * DIM * 2 and codes.disk_bytes() == 0
     r_codes, r_disk = _recall(codes, base, queries), _recall(disk, base, queries)
@@ -420,7 +436,8 @@ def test_disk_vectors_save_switches_to_the_saved_file(tmp_path):
     s.upsert([f"d{i}" for i in range(N)], ["t"] * N, data[:N])
     s.delete(["d1", "d2"])
     out = s.save(tmp_path / "st")
-    assert s._disk._ntail == 0 and len(s._disk) == N - 2 == len(s)
+    st = s.stats()  # every row read from the saved file, none from a temporary file
+    assert st["disk_appended_rows"] == 0 and st["disk_rows"] == N - 2 == len(s) == st["rows"]
     s.upsert(["n1"], ["t"], data[N:N + 1])  # appended after the saved rows
     assert s.search(data[N], K)[0].id == "n1" and s.search(data[3], K)[0].id == "d3"
     before = [h.id for h in s.search(data[4], K)]
