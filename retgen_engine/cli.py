@@ -117,7 +117,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         if part in rep:
             summary[part] = {k: rep[part][k] for k in (
                 "val_nll_before", "val_nll_after", "val_nll_best_fixed", "val_reward_before",
-                "val_reward_after") if k in rep[part]}
+                "val_reward_after", "best_step") if k in rep[part]}
     if "skip" in rep.get("policy", {}):
         summary["policy"]["skip"] = {k: rep["policy"]["skip"][k] for k in (
             "budget", "val_retrieval_rate", "val_gain_kept_share")}
