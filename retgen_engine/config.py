@@ -40,8 +40,23 @@ class EncoderConfig(BaseModel):
     #: "minilm" (the bundled all-MiniLM-L6-v2), "hashing:<dim>" (tests only) or a local
     #: sentence-transformers model directory.
     name: str = "minilm"
-    dtype: Literal["float32", "bfloat16"] = "bfloat16"
+    #: how the encoder runs: "torch", "onnx" (ONNX Runtime, exported once from the local
+    #: weights and cached under ~/.cache/retgen/onnx) or "auto" (picked for this CPU by
+    #: ``retgen_engine.search.encoders_select.RANKING``: bf16 only where the CPU has it
+    #: natively, ONNX float32 where that measured faster). A runtime choice: a model built
+    #: with one backend loads with any other.
+    backend: Literal["auto", "torch", "onnx"] = "auto"
+    #: "auto" (see ``backend``), "float32", "bfloat16" (torch only) or "int8" (onnx only:
+    #: dynamic quantization, the fastest, vectors slightly off float32).
+    dtype: Literal["auto", "float32", "bfloat16", "int8"] = "auto"
     batch_size: int = Field(256, ge=1, le=65536)
+
+    @model_validator(mode="after")
+    def _check_backend(self) -> "EncoderConfig":
+        from .search.encoders_select import validate
+
+        validate(self.backend, self.dtype)  # ValueError naming the impossible value
+        return self
 
 
 class TokenizerConfig(BaseModel):
