@@ -12,6 +12,13 @@ results/vectorstore.json and results/vectorstore.md.
 
     python benchmarks/vectorstore.py --sizes 100000 1000000  # 100k real; 1M synthetic-from-real
     python benchmarks/vectorstore.py --smoke                 # 2000 vectors, seconds
+    python benchmarks/vectorstore.py --backends faiss milvus --sizes 20000 --queries 200
+
+``--backends faiss milvus`` adds, on the same vectors and one Milvus Lite database: our store
+on Milvus (--milvus-indexes, default FLAT IVF_FLAT HNSW), langchain-milvus ``Milvus`` and
+LlamaIndex ``MilvusVectorStore`` with the same index and search parameters, and which
+LangChain standard vector-store tests each LangChain store passes; written to
+results/vectorstore_milvus.{json,md} (a faiss-only run keeps writing vectorstore.{json,md}).
 
 The retgen store runs once per profile (--profiles, default all of
 retgen_engine.docstore.codes.PROFILES; see retgen_engine.docstore.codes.large_store_kwargs).
@@ -241,6 +248,183 @@ def bench_llama_faiss(vecs, texts, queries, truth, batch=10000):
     return res
 
 
+# -- Milvus (--backends ... milvus): ours, langchain-milvus and LlamaIndex on Milvus Lite -----
+MILVUS_NLIST, MILVUS_NPROBE, HNSW_M, HNSW_EFC, HNSW_EF = 128, 16, 16, 200, 64
+
+
+def milvus_params(index_type: str) -> tuple[dict, dict]:
+    """(build params, search params) shared by every store on Milvus."""
+    if index_type.startswith("IVF"):
+        return {"nlist": MILVUS_NLIST}, {"nprobe": MILVUS_NPROBE}
+    if index_type == "HNSW":
+        return {"M": HNSW_M, "efConstruction": HNSW_EFC}, {"ef": HNSW_EF}
+    return {}, {}
+
+
+def wait_indexed(db: str, collection: str, index_type: str, field: str = "vector",
+                 timeout: float = 300.0) -> float:
+    """Seconds until Milvus Lite has an index file for every flushed segment (its background
+    build; a search before then is brute force over the unindexed segments)."""
+    t0 = time.perf_counter()
+    if index_type == "FLAT":
+        return 0.0
+    root = Path(db) / "collections" / collection / "partitions"
+    while time.perf_counter() - t0 < timeout:
+        segs = list(root.glob("*/data/*.parquet"))
+        idx = [p for p in root.glob("*/indexes/*") if f".{field}.{index_type.lower()}." in p.name]
+        if segs and len(idx) >= len(segs):
+            break
+        time.sleep(0.2)
+    return time.perf_counter() - t0
+
+
+def _timed_add(add, vecs, batch):
+    t0 = time.perf_counter()
+    for b in range(0, len(vecs), batch):
+        add(b, vecs[b:b + batch])
+    return time.perf_counter() - t0
+
+
+def bench_retgen_milvus(vecs, texts, queries, truth, db, index_type, batch=2000):
+    from retgen_engine.docstore import MilvusStore
+
+    build, search = milvus_params(index_type)
+    coll = f"ours_{index_type.lower()}"
+    s = MilvusStore(uri=db, collection=coll, index_type=index_type, index_params=build)
+    s.clear()
+    add_s = _timed_add(lambda b, v: s.upsert([str(i) for i in range(b, b + len(v))],
+                                             texts[b:b + len(v)], v), vecs, batch)
+    s.flush()
+    build_s = wait_indexed(db, coll, index_type)
+    rep = s.index_report()
+    res = {"store": f"retgen DocumentStore (milvus, {index_type})",
+           "spec": f"{index_type} {build or ''} {search or ''}".strip(),
+           "built": rep["built"], "add_per_s": round(len(vecs) / add_s),
+           "index_build_s": round(build_s, 1)}
+    res.update(latency_recall(lambda q: [int(h.id) for h in s.search(q, K, **search)],
+                              queries, truth))
+    s.clear()
+    return res
+
+
+def bench_langchain_milvus(vecs, texts, queries, truth, db, index_type, batch=2000):
+    from langchain_core.embeddings import FakeEmbeddings
+    from langchain_milvus import Milvus
+
+    build, search = milvus_params(index_type)
+    coll = f"lc_{index_type.lower()}"
+    vs = Milvus(FakeEmbeddings(size=vecs.shape[1]), collection_name=coll,
+                connection_args={"uri": db}, consistency_level="Strong", drop_old=True,
+                index_params={"index_type": index_type, "metric_type": "L2", "params": build},
+                search_params={"metric_type": "L2", "params": search})
+    _orm_alias(vs, db)
+    add_s = _timed_add(lambda b, v: vs.add_embeddings(
+        texts[b:b + len(v)], v.tolist(), ids=[str(i) for i in range(b, b + len(v))]),
+        vecs, batch)
+    vs.client.flush(coll)
+    build_s = wait_indexed(db, coll, index_type)
+    res = {"store": f"langchain-milvus Milvus ({index_type})",
+           "spec": f"{index_type} {build or ''} {search or ''}".strip(),
+           "add_per_s": round(len(vecs) / add_s), "index_build_s": round(build_s, 1)}
+    res.update(latency_recall(lambda q: [int(d.metadata["pk"]) for d, _ in
+                                         vs.similarity_search_with_score_by_vector(q.tolist(), K)],
+                              queries, truth))
+    vs.client.drop_collection(coll)
+    return res
+
+
+def _orm_alias(vs, db: str) -> None:
+    """langchain-milvus 0.3 reads its collection through pymilvus' ORM under the client's
+    alias, which pymilvus 2.6's MilvusClient no longer registers: register it."""
+    from pymilvus import connections
+
+    connections.connect(alias=vs.alias, uri=db)
+
+
+def bench_llama_milvus(vecs, texts, queries, truth, db, index_type, batch=2000):
+    from llama_index.core.schema import TextNode
+    from llama_index.core.vector_stores.types import VectorStoreQuery
+    from llama_index.vector_stores.milvus import MilvusVectorStore
+
+    build, search = milvus_params(index_type)
+    coll = f"li_{index_type.lower()}"
+    vs = MilvusVectorStore(uri=db, collection_name=coll, dim=vecs.shape[1], overwrite=True,
+                           consistency_level="Strong", use_async_client=False,
+                           similarity_metric="IP", search_config=search,
+                           index_config={"index_type": index_type, **build})
+    add_s = _timed_add(lambda b, v: vs.add([TextNode(id_=str(b + i), text=t, embedding=x.tolist())
+                                            for i, (t, x) in enumerate(zip(texts[b:b + len(v)], v))]),
+                       vecs, batch)
+    vs.client.flush(coll)
+    build_s = wait_indexed(db, coll, index_type, field="embedding")
+    res = {"store": f"llama_index MilvusVectorStore ({index_type})",
+           "spec": f"{index_type} {build or ''} {search or ''}".strip(),
+           "add_per_s": round(len(vecs) / add_s), "index_build_s": round(build_s, 1)}
+    res.update(latency_recall(lambda q: [int(i) for i in vs.query(VectorStoreQuery(
+        query_embedding=q.tolist(), similarity_top_k=K)).ids], queries, truth))
+    vs.client.drop_collection(coll)
+    return res
+
+
+STANDARD_SUITE = """
+import pytest, uuid
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_tests.integration_tests import VectorStoreIntegrationTests
+DB = {db!r}
+
+class TestStandard(VectorStoreIntegrationTests):
+    @pytest.fixture()
+    def vectorstore(self):
+        {make}
+        yield vs
+"""
+SUITE_STORES = {
+    "retgen DocumentStore (faiss)": "from retgen_integrations.langchain import RetgenVectorStore\n"
+        "        vs = RetgenVectorStore(self.get_embeddings())",
+    "retgen DocumentStore (milvus)": "from retgen_integrations.langchain import RetgenVectorStore\n"
+        "        from retgen_engine.docstore import DocumentStore\n"
+        "        vs = RetgenVectorStore(self.get_embeddings(), DocumentStore(backend='milvus', "
+        "uri=DB, collection='s_' + uuid.uuid4().hex[:10]))",
+    "langchain-milvus Milvus": "from langchain_milvus import Milvus\n"
+        "        vs = Milvus(self.get_embeddings(), collection_name='s_' + uuid.uuid4().hex[:10], "
+        "connection_args={'uri': DB}, consistency_level='Strong', auto_id=False, drop_old=True)\n"
+        "        from pymilvus import connections\n"
+        "        connections.connect(alias=vs.alias, uri=DB)  # see _orm_alias",
+}
+
+
+def standard_tests() -> dict:
+    """LangChain's standard vector-store suite per LangChain store: passed / total."""
+    import subprocess
+
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name, make in SUITE_STORES.items():
+            f = Path(d) / "test_standard_suite.py"
+            f.write_text(STANDARD_SUITE.format(db=str(Path(d) / "suite.db"), make=make))
+            p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                "-o", "addopts=", "-o", "asyncio_mode=auto",
+                                "--rootdir", d, str(f)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=600)
+            tail = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else p.stderr[-200:]
+            out[name] = tail
+    out["llama_index MilvusVectorStore"] = "n/a (LlamaIndex has no conformance suite)"
+    return out
+
+
+def bench_milvus(vecs, texts, queries, truth, indexes) -> list[dict]:
+    res = []
+    with tempfile.TemporaryDirectory() as d:
+        db = str(Path(d) / "bench.db")
+        for it in indexes:
+            for fn in (bench_retgen_milvus, bench_langchain_milvus, bench_llama_milvus):
+                try:
+                    res.append(fn(vecs, texts, queries, truth, db, it))
+                except Exception as e:  # noqa: BLE001 - a peer failing is a result
+                    res.append({"store": f"{fn.__name__} ({it})", "skipped": repr(e)[:200]})
+    return res
+
+
 def _filesystem(path: str) -> str:
     """The type of the filesystem holding ``path`` (from /proc/mounts; "" when unknown)."""
     best, fs = "", ""
@@ -265,7 +449,19 @@ def machine() -> dict:
             "temp_dir_filesystem": _filesystem(tempfile.gettempdir()),
             "langchain_core": langchain_core.__version__,
             "langchain_community": langchain_community.__version__,
-            "llama_index_core": llama_index.core.__version__}
+            "llama_index_core": llama_index.core.__version__, **_milvus_versions()}
+
+
+def _milvus_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("pymilvus", "milvus-lite", "langchain-milvus", "llama-index-vector-stores-milvus"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 def main() -> None:
@@ -285,6 +481,10 @@ def main() -> None:
     ap.add_argument("--nprobe", type=int, default=None)
     ap.add_argument("--stores", nargs="+", default=["retgen", "langchain", "llama_index"])
     ap.add_argument("--smoke", action="store_true", help="one size of 2000 vectors")
+    ap.add_argument("--backends", nargs="+", default=["faiss"], choices=["faiss", "milvus"],
+                    help="faiss: our faiss profiles and the faiss peers; milvus: our store, "
+                         "langchain-milvus and LlamaIndex on Milvus Lite")
+    ap.add_argument("--milvus-indexes", nargs="+", default=["FLAT", "IVF_FLAT", "HNSW"])
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
     sizes = [2000] if args.smoke else args.sizes
@@ -299,13 +499,16 @@ def main() -> None:
         del exact
         results = []
         over = {"nprobe": args.nprobe} if args.nprobe else {}
-        for profile in args.profiles if "retgen" in args.stores else []:
+        faiss_on = "faiss" in args.backends
+        for profile in args.profiles if "retgen" in args.stores and faiss_on else []:
             kw = large_store_kwargs(profile, args.refine_factor, **over)
             results.append(bench_retgen(vecs, texts, queries, truth, profile, kw))
-        if "langchain" in args.stores:
+        if "langchain" in args.stores and faiss_on:
             results.append(bench_langchain_faiss(vecs, texts, queries, truth))
-        if "llama_index" in args.stores:
+        if "llama_index" in args.stores and faiss_on:
             results.append(bench_llama_faiss(vecs, texts, queries, truth))
+        if "milvus" in args.backends:
+            results += bench_milvus(vecs, texts, queries, truth, args.milvus_indexes)
         flat = [r["index_bytes"] for r in results if "index_bytes" in r and
                 r["spec"].startswith("Flat")]
         for r in results:
@@ -315,6 +518,8 @@ def main() -> None:
                     r["memory_ratio_vs_flat"] = round(min(flat) / r["index_bytes"], 2)
         runs.append({"size": size, "dim": int(vecs.shape[1]), "vectors": origin,
                      "results": results})
+        if "milvus" in args.backends and size == sizes[-1]:
+            runs[-1]["standard_tests"] = standard_tests()
         del vecs, texts
         gc.collect()
         # written after every size, so a long last size does not lose the earlier ones
@@ -323,8 +528,9 @@ def main() -> None:
                   "command": (f"nice -n {os.nice(0)} " if os.nice(0) else "")
                   + "python benchmarks/vectorstore.py " + " ".join(sys.argv[1:])}
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "vectorstore.json").write_text(json.dumps(report, indent=2))
-        (args.out / "vectorstore.md").write_text(markdown(report))
+        name = "vectorstore" if args.backends == ["faiss"] else "vectorstore_milvus"
+        (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
+        (args.out / f"{name}.md").write_text(markdown(report))
         print(markdown(report), flush=True)
 
 
@@ -356,6 +562,13 @@ def markdown(rep: dict) -> str:
             if "skipped" in r:
                 lines.append(f"| {r['store']} | skipped: {r['skipped']} ||||||||||||")
                 continue
+            if "index_bytes" not in r:  # a store on Milvus: memory is Milvus' own
+                lines.append(f"| {r['store']} | {r['spec']}"
+                             + (f" (built: {r['built']})" if "built" in r else "")
+                             + f"; index build {r['index_build_s']} s | {r['add_per_s']} | "
+                             f"||||| | {r['p50_ms']} | {r['p95_ms']} | | "
+                             f"{r['recall@%d' % rep['k']]} | |")
+                continue
             lines.append(f"| {r['store']} | {r['spec']} | {r['add_per_s']} | "
                          f"{r['index_bytes'] / 1e6:.1f} | {r.get('bytes_per_vector', '')} | "
                          f"{r.get('memory_ratio_vs_flat', '')} | "
@@ -364,6 +577,10 @@ def markdown(rep: dict) -> str:
                          + (f"{r['p50_cold_ms']} / {r['p95_cold_ms']} | " if 'p50_cold_ms' in r
                             else "| ") +
                          f"{r['recall@%d' % rep['k']]} | {r.get('loadavg_1m', '')} |")
+        if run.get("standard_tests"):
+            lines.append("\nLangChain standard vector-store suite (langchain-tests "
+                         "VectorStoreIntegrationTests, Milvus Lite):\n")
+            lines += [f"- {k}: {v}" for k, v in run["standard_tests"].items()]
     done = {run["size"] for run in rep["runs"]}
     missing = [n for n in rep.get("sizes_requested", []) if n not in done]
     if missing:

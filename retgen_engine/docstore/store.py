@@ -59,6 +59,7 @@ from .codes import (LARGE_REFINE_FACTOR, MIN_CODEC_TRAIN, auto_refine_spec, larg
 from .filters import Filter, compile_filter
 from .formats import (CODES_FORMAT_VERSION, DISK_FORMAT_VERSION, FORMAT, FORMAT_VERSION,
                       IN_INDEX_FORMAT_VERSION)
+from .milvus_persist import StoreDispatch, load_if_milvus
 from .persist import StoreState, load_state, read_manifest, save_store, write_state
 from .ranking import (energy_rerank, energy_scores, freq_prior, mmr_select, normalize_rows,
                       relevance, unit_rows)
@@ -70,8 +71,7 @@ from .training import EXACT_SPEC, exact_index, has_codes, train
 log = logging.getLogger(__name__)
 
 
-
-class DocumentStore:
+class DocumentStore(metaclass=StoreDispatch):  # backend="milvus": a .milvus.MilvusStore
     """Texts, metadata and vectors with upsert/delete, filtered search, MMR and persistence."""
 
     def __init__(self, dim: Optional[int] = None, index_config: Optional[IndexConfig] = None,
@@ -381,6 +381,8 @@ class DocumentStore:
         """Read a store written by :meth:`save`; checksums are verified unless ``verify=False``.
         Disk vectors stay in the saved ``disk_vectors.npy`` (memory-mapped read-only); rows
         added later go to a temporary file in ``disk_dir``."""
+        if (milvus := load_if_milvus(path, verify)) is not None:  # a Milvus store reconnects
+            return milvus
         st = load_state(path, verify, disk_dir)
         s = cls(**st.settings)
         s.extra = st.extra

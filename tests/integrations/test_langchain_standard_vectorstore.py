@@ -1,4 +1,6 @@
-"""LangChain's own conformance suite for vector stores (sync and async)."""
+"""LangChain's own conformance suite for vector stores (sync and async), on both document
+store backends (faiss in process, Milvus Lite), parametrized as langchain-chroma's
+test_standard.py parametrizes its fixtures."""
 from __future__ import annotations
 
 from typing import Generator
@@ -9,11 +11,15 @@ from langchain_tests.integration_tests import VectorStoreIntegrationTests
 
 from retgen_integrations.langchain import RetgenVectorStore
 
+BACKENDS = ["faiss", "milvus"]
+
 
 class TestRetgenVectorStoreStandard(VectorStoreIntegrationTests):
-    @pytest.fixture()
-    def vectorstore(self) -> Generator[VectorStore, None, None]:  # type: ignore[override]
-        store = RetgenVectorStore(embedding=self.get_embeddings())
+    @pytest.fixture(params=BACKENDS)
+    def vectorstore(self, request, make_store  # type: ignore[override]
+                    ) -> Generator[VectorStore, None, None]:
+        store = (RetgenVectorStore(embedding=self.get_embeddings()) if request.param == "faiss"
+                 else RetgenVectorStore(self.get_embeddings(), make_store(request.param)))
         try:
             yield store
         finally:

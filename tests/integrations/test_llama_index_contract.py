@@ -1,5 +1,8 @@
 """Contract tests for the LlamaIndex adapters against real indexes (LlamaIndex has no
-conformance suite). Our embedding and LLM are always passed explicitly (never OpenAI)."""
+conformance suite). Our embedding and LLM are always passed explicitly (never OpenAI). The
+vector-store tests run on both document store backends (faiss, Milvus Lite); the adapter
+passes compiled predicates, so its Milvus store evaluates callables here
+(``callable_filters="client"``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,9 +31,24 @@ def embed():
     return RetgenEmbedding(HashingEncoder(64))
 
 
+@pytest.fixture(params=["faiss", "milvus"])
+def backend(request):
+    return request.param
+
+
 @pytest.fixture
-def store(embed):
-    s = RetgenVectorStore()
+def new_store(backend, make_store):
+    """``new_store()``: an empty adapter store on the test's backend."""
+    def make():
+        if backend == "faiss":
+            return RetgenVectorStore()
+        return RetgenVectorStore(store=make_store(backend, callable_filters="client"))
+    return make
+
+
+@pytest.fixture
+def store(embed, new_store):
+    s = new_store()
     nodes = [TextNode(id_=f"n{i}", text=t, metadata=md,
                       embedding=embed.get_text_embedding(t)) for i, (t, md) in enumerate(TEXTS)]
     for i, n in enumerate(nodes):
@@ -144,15 +162,15 @@ def test_add_rejects_nodes_without_embeddings():
         RetgenVectorStore().add([TextNode(id_="bare", text="t")])
 
 
-def _index(embed):
+def _index(embed, new_store):
     docs = [Document(text=t, metadata=md, id_=f"doc{i}") for i, (t, md) in enumerate(TEXTS)]
-    store = RetgenVectorStore()
+    store = new_store()
     ctx = StorageContext.from_defaults(vector_store=store)
     return VectorStoreIndex.from_documents(docs, storage_context=ctx, embed_model=embed), store
 
 
-def test_vector_store_index_round_trip(embed, tiny_model_dir, tmp_path):
-    index, store = _index(embed)
+def test_vector_store_index_round_trip(embed, tiny_model_dir, tmp_path, new_store):
+    index, store = _index(embed, new_store)
     retriever = index.as_retriever(similarity_top_k=2)
     got = retriever.retrieve("stocks fell sharply")
     assert got[0].node.get_content() == "stocks fell sharply today"
