@@ -22,8 +22,10 @@ from .lm.mixture import RetgenLM, RetrievalParams
 from .ngram.cache import ContextCache
 from .ngram.kneser_ney import KneserNeyLM
 from .ngram.patterns import PatternTable
-from .persist.modeldir import ModelFormatError, ModelWriter, load_arrays, read_manifest, verify_files
-from .search.encoder import Encoder, load_encoder
+from .persist.commit import resolve
+from .persist.modeldir import (ModelFormatError, ModelWriter, load_arrays, read_manifest, safe_path,
+                               verify_files)
+from .search.encoder import Encoder, load_encoder_from_config
 from .search.energy import EnergyModel
 from .search.index import FaissIndex
 from .search.retrieval import PatternRetriever
@@ -127,7 +129,7 @@ def save_parts(parts: ModelParts, config: RETGENConfig, out, overwrite: bool = F
         for name in LEARNED:  # learned parts travel with the model
             module = getattr(parts, name)
             if module is not None:
-                module.save(w.path(name))
+                module.write_into(w.path(name))
                 learned[name] = name
         if learned:
             extra["learned"] = learned
@@ -149,22 +151,24 @@ def load_parts(d: Path, encoder: Optional[Encoder] = None, verify: bool = True,
     m = read_manifest(d)
     if verify:
         verify_files(d, m)
+    v = resolve(d)  # the live version's files
     try:
-        config = RETGENConfig.from_json((d / "config.json").read_text(encoding="utf-8"))
-        vocab = Vocabulary.from_json((d / "vocab.json").read_text(encoding="utf-8"))
-        doc_names = json.loads((d / "docs.json").read_text(encoding="utf-8"))
+        config = RETGENConfig.from_json((v / "config.json").read_text(encoding="utf-8"))
+        vocab = Vocabulary.from_json((v / "vocab.json").read_text(encoding="utf-8"))
+        doc_names = json.loads((v / "docs.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ModelFormatError(f"model {str(d)!r}: {e}") from None
     enc_info = m["encoder"]
     if encoder is None:
-        encoder = load_encoder(config.encoder.name, config.encoder.dtype)
+        encoder = load_encoder_from_config(config.encoder)
     if encoder.dim != enc_info["dim"] or encoder.name != enc_info["name"]:
         raise ModelFormatError(
             f"model {str(d)!r} was built with encoder {enc_info['name']!r} (dim "
             f"{enc_info['dim']}); the encoder given is {encoder.name!r} (dim {encoder.dim})")
     arrays = load_arrays(d, m, mmap=mmap)
+    _check_consistent(d, m, config, vocab, arrays)
     ix = m["index"]
-    index = FaissIndex.load(d / ix["file"], ix["spec"],
+    index = FaissIndex.load(safe_path(v, ix["file"], "index"), ix["spec"],
                             default_nprobe=min(config.index.nprobe, ix["nlist"] or config.index.nprobe),
                             mmap=mmap, precomputed_table=config.index.precomputed_table,
                             ip_scan=config.index.ip_scan)
@@ -175,13 +179,49 @@ def load_parts(d: Path, encoder: Optional[Encoder] = None, verify: bool = True,
     if "reranker" in learned:
         from .learn.reranker import EnergyReranker
 
-        modules["reranker"] = EnergyReranker.load(d / learned["reranker"])
+        modules["reranker"] = EnergyReranker.load(safe_path(v, learned["reranker"], "reranker"))
     if "policy" in learned:
         from .learn.policy import RetrievalPolicy
 
-        modules["policy"] = RetrievalPolicy.load(d / learned["policy"])
+        modules["policy"] = RetrievalPolicy.load(safe_path(v, learned["policy"], "policy"))
     parts = ModelParts(Tokenizer(m["tokenizer"]["mode"], vocab), encoder,
                        KneserNeyLM.from_saved(arrays, m["backoff"], len(vocab)),
                        PatternTable.from_arrays(arrays), index, arrays["corpus_ids"],
                        arrays["doc_offsets"], doc_names, arrays.get("vectors"), **modules)
     return config, parts, m
+
+
+def _check_consistent(d: Path, m: dict, config: RETGENConfig, vocab: Vocabulary,
+                      arrays: dict[str, np.ndarray]) -> None:
+    """The manifest, the config and the arrays describe the same model (a manifest edited and
+    re-sealed, or a writer's bug, must not load as a silently different model)."""
+    def bad(what: str) -> ModelFormatError:
+        return ModelFormatError(f"model {str(d)!r} is inconsistent: {what}")
+
+    try:
+        order, tok, pats = int(m["backoff"]["order"]), m["tokenizer"], m["patterns"]
+        if order != config.backoff.order:
+            raise bad(f"back-off order {order} in the manifest, {config.backoff.order} in config.json")
+        want = {f"kn_{n}_{k}" for k in range(1, order + 1) for n in ("counts", "first")}
+        want |= {f"kn_keys_{k}" for k in range(2, order + 1)}
+        want |= {f"kn_{n}_{k}" for k in range(1, order) for n in ("total", "gnum")}
+        want |= {"kn_discounts", "kn_p1"}
+        have = {k for k in arrays if k.startswith("kn_")}
+        if have != want:
+            raise bad(f"back-off arrays {sorted(have ^ want)[:4]} do not fit order {order}")
+        if tok["vocab_size"] != len(vocab) or tok["mode"] not in ("words", "text"):
+            raise bad(f"tokenizer {tok} against a vocabulary of {len(vocab)}")
+        if len(arrays["kn_p1"]) != len(vocab) or arrays["kn_discounts"].shape != (order, 3):
+            raise bad("back-off arrays do not fit the vocabulary")
+        if pats["count"] != len(arrays["pat_length"]) or m["index"]["ntotal"] != pats["count"]:
+            raise bad(f"{pats['count']} patterns, {len(arrays['pat_length'])} stored, "
+                      f"{m['index']['ntotal']} indexed")
+        ids, offs = arrays["corpus_ids"], arrays["doc_offsets"]
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= len(vocab)):
+            raise bad("corpus token ids outside the vocabulary")
+        if len(offs) and (offs[0] != 0 or np.any(np.diff(offs) < 0) or offs[-1] > len(ids)):
+            raise bad("document offsets do not fit the corpus")
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ModelFormatError):
+            raise
+        raise bad(f"manifest entry missing or malformed ({e!r})") from None

@@ -251,17 +251,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from pydantic import ValidationError
 
-    from .persist.modeldir import ModelFormatError
-
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError, ModelFormatError,
-            ValidationError) as e:
-        print(f"retgen: error: {e}", file=sys.stderr)
+    except ValidationError as e:  # a config value: name the field, one line
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ())) or "config"
+        _fail(f"{where}: {err.get('msg')} (got {err.get('input')!r})")
+        return 2
+    except (ValueError, TypeError, OSError) as e:  # ModelFormatError, ArgumentError included
+        _fail(str(e) or type(e).__name__)
         return 2
     except KeyboardInterrupt:
-        print("retgen: interrupted (nothing was half-written)", file=sys.stderr)
+        print("retgen: interrupted; the model on disk is the last complete version",
+              file=sys.stderr)
         return 130
+
+
+def _fail(msg: str) -> None:
+    print(f"retgen: error: {' '.join(msg.split())}", file=sys.stderr)  # one line
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 @lru_cache(maxsize=None)
@@ -197,7 +197,7 @@ class PolicyConfig(BaseModel):
 
 class GenerationConfig(BaseModel):
     model_config = _STRICT
-    max_new_tokens: int = Field(50, ge=0)
+    max_new_tokens: int = Field(50, ge=0, le=100_000)
     temperature: float = Field(1.0, ge=0.0)
     top_k: int = Field(0, ge=0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)

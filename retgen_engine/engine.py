@@ -12,17 +12,21 @@ import numpy as np
 
 from .assembly import ModelParts, Variant, assemble, load_parts, save_parts
 from .builder import BuiltModel, build
-from .config import RETGENConfig
+from .checks import int_arg, optional, str_list_arg, token_ids_arg
+from .config import GenerationConfig, RETGENConfig
 from .lm.evaluation import perplexity_report
 from .lm.generator import GeneratedToken, GenerationResult
 from .lm.mixture import RetrievalParams
 from .lm.sampling import SamplingParams
 from .persist.modeldir import read_manifest
-from .search.encoder import Encoder, load_encoder
+from .search.encoder import Encoder, load_encoder_from_config
 from .search.index import table_bytes
 from .text.corpus import CorpusSource, read_eval_tokens
 
 log = logging.getLogger(__name__)
+
+#: the most tokens one generate/stream call makes (the config's bound)
+MAX_NEW_TOKENS = GenerationConfig.model_fields["max_new_tokens"].metadata[-1].le
 
 #: the bundled sample corpus (23 WikiText-2 articles, CC BY-SA 3.0; in a source checkout)
 SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "examples" / "data" / "wikitext2_sample.tokens"
@@ -71,7 +75,7 @@ class RetgenEngine:
                                       "path or pass overwrite=True (--overwrite)")
         source = CorpusSource(paths, dataset=dataset, text_column=text_column,
                               split_paragraphs=split_paragraphs, encoding_errors=encoding_errors)
-        encoder = encoder or load_encoder(config.encoder.name, config.encoder.dtype)
+        encoder = encoder or load_encoder_from_config(config.encoder)
         built: BuiltModel = build(source, config, encoder, progress=progress)
         c = built.corpus
         parts = ModelParts(c.tokenizer, encoder, built.backoff, built.patterns, built.index,
@@ -144,7 +148,8 @@ class RetgenEngine:
     # -- language model ----------------------------------------------------------------
     def next_token_logprobs(self, context: str | Sequence[int], **retrieval: Any) -> np.ndarray:
         """log p(. | context) over the whole vocabulary (natural log; exp sums to 1)."""
-        ids = self.generator.prompt_ids(context)[0] if isinstance(context, str) else list(context)
+        ids = (self.generator.prompt_ids(context)[0] if isinstance(context, str) else
+               token_ids_arg("context", context, len(self.vocab), allow_empty=True).tolist())
         logp, _ = self.lm.next_token_logprobs(ids, self.retrieval_params(**retrieval))
         return logp
 
@@ -152,7 +157,10 @@ class RetgenEngine:
                    **retrieval: Any) -> dict:
         """Perplexity report for an evaluation file (standard word-level convention in
         ``words`` mode) or an array of token ids."""
-        ids = data if isinstance(data, np.ndarray) else read_eval_tokens(data, self.tokenizer)
+        if isinstance(data, (str, os.PathLike)):
+            ids = read_eval_tokens(data, self.tokenizer)
+        else:
+            ids = token_ids_arg("data", data, len(self.vocab))
         return perplexity_report(self.lm, ids, self.vocab, self.retrieval_params(**retrieval),
                                  progress=progress)
 
@@ -160,10 +168,13 @@ class RetgenEngine:
     def _gen_kwargs(self, max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop,
                     seed, trace, retrieval) -> dict:
         g = self.config.generation
-        return dict(max_new_tokens=g.max_new_tokens if max_new_tokens is None else max_new_tokens,
+        n = g.max_new_tokens if max_new_tokens is None else int_arg("max_new_tokens", max_new_tokens, 0,
+                                                                    MAX_NEW_TOKENS)
+        return dict(max_new_tokens=n,
                     sampling=self.sampling_params(temperature, top_k, top_p, repetition_penalty),
                     retrieval=self.retrieval_params(**retrieval),
-                    stop=[stop] if isinstance(stop, str) else stop, seed=seed, trace=trace)
+                    stop=optional(str_list_arg, "stop", stop, allow_one=True),
+                    seed=optional(int_arg, "seed", seed, 0), trace=bool(trace))
 
     def stream(self, prompt: str, max_new_tokens: Optional[int] = None,
                temperature: Optional[float] = None, top_k: Optional[int] = None,

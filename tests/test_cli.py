@@ -5,7 +5,7 @@ import pytest
 
 from retgen_engine.cli import main
 
-from retgen_testutil import hashing_config
+from retgen_testutil import hashing_config, live
 
 
 def test_build_eval_generate_info(tmp_path, sample_corpus, capsys):
@@ -62,7 +62,7 @@ def test_train_command_picks_part_and_method(tmp_path, capsys, tiny_model_dir):
     assert (pol["val_reward_after"] > pol["val_reward_before"] if pol["best_step"] > 0
             else pol["val_reward_after"] == pytest.approx(pol["val_reward_before"], abs=1e-12))
     assert rep["policy"]["skip"]["budget"] == 0.7  # the skip stage's default budget
-    assert (model / "policy" / "model.safetensors").is_file()
+    assert (live(model) / "policy" / "model.safetensors").is_file()
     # the retrieval budget per call: allowed with the trained policy, checked by value
     assert main(["generate", "--model", str(model), "--prompt", "the game", "--budget", "0.4",
                  "--max-new-tokens", "3", "--seed", "0"]) == 0

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from retgen_engine import RetgenEngine
+from retgen_testutil import live
 from retgen_engine.ngram.features import backoff_features, skip_features
 from retgen_engine.learn.heldout import build_training_data
 from retgen_engine.lm.mixture import gated_lam, mix_logprobs
@@ -167,7 +168,7 @@ def test_skip_stage_retrieves_where_the_gain_is_and_keeps_the_budget(tmp_path):
     assert back.has_skip and float(back.skip_budget) == pytest.approx(0.3)
     # a policy saved before the skip stage existed (no skip_dim in its config) still loads
     old = RetrievalPolicy(8, 8)
-    old.save(tmp_path / "old")
+    old.write_into(tmp_path / "old")  # the layout of before: config.json + model.safetensors
     cfg = json.loads((tmp_path / "old" / "config.json").read_text())
     cfg.pop("skip_dim"), cfg.pop("skip_hidden")
     (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
@@ -183,7 +184,7 @@ def test_round_trip_is_exact(tmp_path):
     x = np.random.default_rng(0).normal(size=(5, 10))
     for a, b in zip(pol.act(x), back.act(x)):
         np.testing.assert_array_equal(a, b)
-    assert json.loads((tmp_path / "p" / "config.json").read_text())["hidden_dim"] == 8
+    assert json.loads((live(tmp_path / "p") / "config.json").read_text())["hidden_dim"] == 8
     r = EnergyReranker(tau=0.02, gate=True)
     with torch.no_grad():
         r.w += torch.tensor([0.5, 0.1, -0.2, 0.3, 1.0], dtype=torch.float64)

@@ -6,7 +6,7 @@ import pytest
 
 from retgen_engine import HashingEncoder, ModelFormatError, RetgenEngine
 
-from retgen_testutil import hashing_config
+from retgen_testutil import hashing_config, live, rewrite_manifest
 
 
 def test_round_trip_is_exact(tiny_engine, tiny_model_dir, tmp_path):
@@ -20,12 +20,13 @@ def test_round_trip_is_exact(tiny_engine, tiny_model_dir, tmp_path):
 
 
 def test_manifest_describes_every_array(tiny_model_dir):
-    m = json.loads((tiny_model_dir / "manifest.json").read_text())
+    v = live(tiny_model_dir)
+    m = json.loads((v / "manifest.json").read_text())
     assert m["format"] == "retgen-model" and m["format_version"] == 1
     assert m["encoder"]["name"] == "hashing:64" and m["encoder"]["dim"] == 64
     assert m["index"]["spec"] and m["index"]["metric"] == "L2"
     for name, meta in m["arrays"].items():
-        a = np.load(tiny_model_dir / meta["file"], mmap_mode="r")
+        a = np.load(v / meta["file"], mmap_mode="r")
         assert a.dtype.str == meta["dtype"] and list(a.shape) == meta["shape"]
         assert meta["file"] in m["files"] and len(m["files"][meta["file"]]["sha256"]) == 64
     assert "numpy" in m["versions"] and "faiss" in m["versions"]
@@ -44,7 +45,7 @@ def copy_model(src, dst):
 
 def test_corrupt_file_is_detected(tiny_model_dir, tmp_path):
     d = copy_model(tiny_model_dir, tmp_path / "m")
-    f = d / "arrays" / "pat_count.npy"
+    f = live(d) / "arrays" / "pat_count.npy"
     data = bytearray(f.read_bytes())
     data[-1] ^= 0xFF
     f.write_bytes(bytes(data))
@@ -54,10 +55,10 @@ def test_corrupt_file_is_detected(tiny_model_dir, tmp_path):
 
 def test_truncated_and_missing_files(tiny_model_dir, tmp_path):
     d = copy_model(tiny_model_dir, tmp_path / "m")
-    (d / "patterns.faiss").write_bytes(b"")
+    (live(d) / "patterns.faiss").write_bytes(b"")
     with pytest.raises(ModelFormatError, match="patterns.faiss"):
         RetgenEngine.load(d)
-    (d / "arrays" / "corpus_ids.npy").unlink()
+    (live(d) / "arrays" / "corpus_ids.npy").unlink()
     with pytest.raises(ModelFormatError, match="missing"):
         RetgenEngine.load(d)
 
@@ -66,12 +67,10 @@ def test_missing_manifest_and_other_versions(tiny_model_dir, tmp_path):
     with pytest.raises(ModelFormatError, match="does not exist"):
         RetgenEngine.load(tmp_path / "nope")
     d = copy_model(tiny_model_dir, tmp_path / "m")
-    m = json.loads((d / "manifest.json").read_text())
-    m["format_version"] = 99
-    (d / "manifest.json").write_text(json.dumps(m))
+    rewrite_manifest(d, lambda m: m.update(format_version=99))
     with pytest.raises(ModelFormatError, match="format_version 99"):
         RetgenEngine.load(d)
-    (d / "manifest.json").unlink()
+    (live(d) / "manifest.json").unlink()
     with pytest.raises(ModelFormatError, match="no manifest.json"):
         RetgenEngine.load(d)
 
@@ -106,4 +105,4 @@ def test_existing_output_needs_overwrite(sample_corpus, tiny_model_dir):
     with pytest.raises(FileExistsError, match="overwrite"):
         RetgenEngine.build(sample_corpus, out=tiny_model_dir, config=hashing_config(),
                            encoder=HashingEncoder(64), progress=False)
-    assert (tiny_model_dir / "manifest.json").exists()
+    assert (live(tiny_model_dir) / "manifest.json").exists()

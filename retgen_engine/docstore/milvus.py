@@ -21,8 +21,9 @@ parameters come from ``index_type``/``index_params`` or the ``IndexConfig``
 
 Filters are Milvus expressions (:mod:`.milvus_expr`), evaluated in the engine. A callable
 filter raises :class:`~.milvus_expr.CallableFilterError` unless the store was made with
-``callable_filters="client"``: then the callable runs here over every record's metadata and
-the matching ids go to Milvus (a scan per call, for adapters that pass predicates).
+``callable_filters="client"``: then the callable (or a dict filter Milvus cannot express
+exactly, :class:`~.milvus_expr.NotExpressibleError`) runs here over every record's metadata
+and the matching ids go to Milvus (a scan per call).
 
 Persistence (:mod:`.milvus_persist`): :meth:`save` writes a checksummed manifest (and for
 Milvus Lite the database directory), :meth:`load` reconnects. Threads: every call that talks
@@ -45,7 +46,7 @@ from ..search.energy import EnergyModel
 from . import milvus_index as mi
 from .filters import Filter, compile_filter
 from .milvus_collection import MAX_VARCHAR, attach, create
-from .milvus_expr import KINDS, META, PK, ids_expr, kinds_of, to_expr
+from .milvus_expr import KINDS, META, PK, NotExpressibleError, ids_expr, kinds_of, to_expr
 from .ranking import energy_rerank, mmr_select, normalize_rows
 from .records import Hit, Record, check_batch, check_ids
 
@@ -230,10 +231,23 @@ class MilvusStore:
 
     def where(self, flt: Filter) -> list[Record]:
         """All records whose metadata match ``flt`` (insertion order)."""
-        if callable(flt) and self.callable_filters == "client":
+        if self._client_side(flt):
             pred = compile_filter(flt)
             return [r for r in self._scan("") if pred(r.metadata)]
         return self._scan(to_expr(flt) or "")
+
+    def _client_side(self, flt: Filter | None) -> bool:
+        """Whether ``flt`` runs here, not in Milvus: a callable, or a dict Milvus cannot
+        express exactly, with ``callable_filters="client"``."""
+        if self.callable_filters != "client" or flt is None:
+            return False
+        if callable(flt):
+            return True
+        try:
+            to_expr(flt)
+        except NotExpressibleError:
+            return True
+        return False
 
     def _scan(self, expr: str, with_text: bool = True) -> list[Record]:
         fields = [PK, "seq", META] + (["text"] if with_text else [])
@@ -268,7 +282,7 @@ class MilvusStore:
 
     def _filter_expr(self, flt: Filter | None, only: Optional[list[str]]) -> Optional[str]:
         """The search expression for a filter and an id restriction (None: everything)."""
-        if callable(flt) and self.callable_filters == "client":
+        if self._client_side(flt):
             pred = compile_filter(flt)
             cand = self._scan("" if only is None else ids_expr(only), with_text=False)
             return ids_expr([r.id for r in cand if pred(r.metadata)])

@@ -41,6 +41,11 @@ _NUMERIC = ("n", "b")   # Python compares bools as numbers (True == 1, True > 0)
 _MAX_INT = 2 ** 63 - 1
 
 
+class NotExpressibleError(ValueError):
+    """A valid filter that Milvus cannot evaluate exactly (a store made with
+    ``callable_filters="client"`` evaluates it here instead)."""
+
+
 class CallableFilterError(TypeError):
     """A callable filter was given to a store whose filters run inside Milvus."""
 
@@ -69,7 +74,7 @@ def check_key(key: Any) -> str:
     if not isinstance(key, str) or not key:
         raise ValueError(f"filter key {key!r} must be a non-empty string")
     if _BAD_KEY.search(key):
-        raise ValueError(f"filter key {key!r} cannot be used in a Milvus filter: keys may not "
+        raise NotExpressibleError(f"filter key {key!r} cannot be used in a Milvus filter: keys may not "
                          "contain quotes, backslashes, brackets or control characters")
     return key
 
@@ -90,11 +95,11 @@ def literal(v: Any, op: str) -> str:
         return str(v)
     if isinstance(v, float):
         if not math.isfinite(v):
-            raise ValueError(f"{op}: {v!r} cannot be written in a Milvus filter")
+            raise NotExpressibleError(f"{op}: {v!r} cannot be written in a Milvus filter")
         return repr(v)
     if isinstance(v, str):
         return quote(v)
-    raise ValueError(f"{op}: operand {v!r} ({type(v).__name__}) cannot be expressed exactly "
+    raise NotExpressibleError(f"{op}: operand {v!r} ({type(v).__name__}) cannot be expressed exactly "
                      "in a Milvus filter")
 
 
@@ -192,7 +197,7 @@ def _eq(key: str, x: Any, op: str) -> str:
     if isinstance(x, (list, tuple)) and not x:
         return _kinds(key, ["e"])
     if isinstance(x, (list, tuple, set, dict)):
-        raise ValueError(f"{op} on {key!r}: comparing with a list or dict ({x!r}) cannot be "
+        raise NotExpressibleError(f"{op} on {key!r}: comparing with a list or dict ({x!r}) cannot be "
                          "expressed exactly in a Milvus filter")
     kinds = ["s"] if isinstance(x, str) else list(_NUMERIC)
     return f"({_kinds(key, kinds)} and {_path(key)} == {literal(x, op)})"
@@ -222,7 +227,7 @@ def _nin(key: str, xs: list, op: str) -> str:
 def _list_values(xs: Sequence[Any], op: str) -> str:
     for x in xs:
         if x is None or isinstance(x, (list, tuple, set, dict)):
-            raise ValueError(f"{op}: list item {x!r} cannot be expressed exactly in a Milvus "
+            raise NotExpressibleError(f"{op}: list item {x!r} cannot be expressed exactly in a Milvus "
                              "filter (only strings, numbers and booleans)")
     return "[" + ", ".join(literal(x, op) for x in xs) + "]"
 
@@ -248,11 +253,11 @@ def _text(fold: bool):
         if not isinstance(x, str):
             return FALSE
         if fold and x.lower() != x.upper():
-            raise ValueError(f"{op} on {key!r}: Milvus has no case-insensitive match, so "
+            raise NotExpressibleError(f"{op} on {key!r}: Milvus has no case-insensitive match, so "
                              f"{x!r} cannot be matched exactly; use $text_match, or a "
                              "callable filter with callable_filters='client'")
         if any(c in x for c in "%_\\"):
-            raise ValueError(f"{op} on {key!r}: the operand {x!r} holds a LIKE wildcard (% or "
+            raise NotExpressibleError(f"{op} on {key!r}: the operand {x!r} holds a LIKE wildcard (% or "
                              "_) or a backslash, which Milvus Lite's LIKE cannot escape")
         return f"({_kinds(key, ['s'])} and {_path(key)} like {quote('%' + x + '%')})"
     return leaf

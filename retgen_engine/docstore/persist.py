@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sqlite3
 import time
-import uuid
+from urllib.request import pathname2url
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from ..config import IndexConfig
-from ..persist.modeldir import atomic_write_text, sha256_file
+from ..persist.commit import Commit, resolve
+from ..persist.errors import ModelFormatError, ModelNotFoundError
+from ..persist.modeldir import check_seal, safe_path, seal, sha256_file
 from ..search.index import FaissIndex
 from .formats import (CODES_FORMAT_VERSION, DISK_FILE, DISK_FORMAT_VERSION, DOCS_FILE, FORMAT,
                       FORMAT_VERSION, IN_INDEX_FORMAT_VERSION, INDEX_FILE, MANIFEST_FILE,
@@ -47,28 +48,19 @@ class StoreState:
 
 
 def save_store(path: str | os.PathLike, write: Callable[[Path], dict]) -> Path:
-    """Save into directory ``path`` (temp dir, then rename; replaces a store): ``write(tmp)``
-    writes the files into ``tmp`` and returns the manifest (:func:`write_state`)."""
+    """Save a new version into directory ``path`` with the commit protocol
+    (:mod:`retgen_engine.persist.commit`; the previous version stays loadable until the
+    commit): ``write(tmp)`` writes the files into ``tmp`` and returns the manifest
+    (:func:`write_state`), which is sealed with its own checksum."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not _is_replaceable(path):
         raise FileExistsError(f"{str(path)!r} exists and is not a RETGEN docstore; "
                               "refusing to replace it")
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        manifest = write(tmp)
-        atomic_write_text(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2))
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(path, old)
-        os.rename(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with Commit(path) as c:
+        manifest = seal(write(c.path))
+        (c.path / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        c.commit()
     log.info("docstore: saved %d records to %s", manifest["count"], path)
     return path
 
@@ -108,11 +100,13 @@ def load_state(path: str | os.PathLike, verify: bool = True,
     if disk_dir is not None and not Path(disk_dir).is_dir():  # before any file is opened
         raise ValueError(f"disk_dir={str(disk_dir)!r} is not a directory")
     m = read_manifest(path)
+    path = resolve(path)  # the live version's files
     if verify:
         for name, info in m["files"].items():
-            if sha256_file(path / name) != info["sha256"]:
-                raise ValueError(f"docstore file {str(path / name)!r} does not match its "
-                                 "checksum in manifest.json (corrupt or modified)")
+            f = safe_path(path, name, "docstore file")
+            if not f.is_file() or sha256_file(f) != info["sha256"]:
+                raise ModelFormatError(f"docstore file {str(f)!r} does not match its "
+                                       "checksum in manifest.json (missing, corrupt or modified)")
     settings = {"dim": m["dim"], "index_config": IndexConfig(**m["index_config"]),
                 "vector_dtype": m["vector_dtype"], "refine_factor": m["refine_factor"],
                 "retrain_growth": m["retrain_growth"],
@@ -122,7 +116,7 @@ def load_state(path: str | os.PathLike, verify: bool = True,
     index, trained_n = None, 0
     if m["index"] is not None:
         ix, cfg = m["index"], settings["index_config"]
-        index = FaissIndex.load(path / ix["file"], ix["spec"], ix["default_nprobe"], mmap=False,
+        index = FaissIndex.load(safe_path(path, ix["file"], "docstore index"), ix["spec"], ix["default_nprobe"], mmap=False,
                                 precomputed_table=cfg.precomputed_table, ip_scan=cfg.ip_scan)
         trained_n = int(ix["trained_n"])
     rows = load_rows(path, m, index, settings["disk_dir"])
@@ -132,26 +126,37 @@ def load_state(path: str | os.PathLike, verify: bool = True,
         raise ValueError(f"docstore at {str(path)!r} is inconsistent: {len(records)} "
                          f"records, {len(rows)} vectors, {ntot} indexed, manifest says "
                          f"{m['count']}")
+    if records and int(m["next_id"]) <= max(records):
+        raise ModelFormatError(f"docstore at {str(path)!r} is inconsistent: next_id "
+                               f"{m['next_id']} is not above its largest record id {max(records)}")
     return StoreState(settings, int(m["next_id"]), records, rows, index, trained_n,
                       dict(m.get("extra") or {}))
 
 
 def read_manifest(path: Path) -> dict:
-    mf = Path(path) / MANIFEST_FILE
+    """The live version's manifest, checked (format, version, its own checksum)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelNotFoundError(f"no docstore at {str(path)!r} (manifest.json is missing)")
+    mf = resolve(path) / MANIFEST_FILE
     if not mf.is_file():
-        raise FileNotFoundError(f"no docstore at {str(path)!r} (manifest.json is missing)")
-    m = json.loads(mf.read_text(encoding="utf-8"))
-    if m.get("format") != FORMAT:
-        raise ValueError(f"{str(mf)!r} is not a RETGEN docstore manifest "
-                         f"(format={m.get('format')!r})")
+        raise ModelNotFoundError(f"no docstore at {str(path)!r} (manifest.json is missing)")
+    try:
+        m = json.loads(mf.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{str(mf)!r} is corrupt: {e}") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise ModelFormatError(f"{str(mf)!r} is not a RETGEN docstore manifest "
+                               f"(format={m.get('format') if isinstance(m, dict) else m!r})")
     if m.get("format_version") not in VERSIONS:
-        raise ValueError(f"docstore format version {m.get('format_version')!r} is not supported "
-                         f"(this version reads {', '.join(map(str, VERSIONS))})")
+        raise ModelFormatError(f"docstore format version {m.get('format_version')!r} is not "
+                               f"supported (this version reads {', '.join(map(str, VERSIONS))})")
+    check_seal(m, repr(str(mf)))
     return m
 
 
 def _is_replaceable(path: Path) -> bool:
-    if path.is_dir() and not any(path.iterdir()):
+    if path.is_dir() and not any(p.name != ".lock" for p in path.iterdir()):
         return True
     try:
         read_manifest(path)
@@ -182,7 +187,8 @@ def _write_sqlite(path: Path, records: Mapping[int, Record]) -> None:
 
 
 def _read_sqlite(path: Path) -> dict[int, Record]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # a URI names the file: quote the path, so '%', '#' or '?' in it cannot change which file
+    con = sqlite3.connect(f"file:{pathname2url(str(Path(path).resolve()))}?mode=ro", uri=True)
     try:
         rows = con.execute("SELECT iid, id, text, metadata FROM docs ORDER BY iid").fetchall()
     finally:

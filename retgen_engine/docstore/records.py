@@ -8,6 +8,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..checks import ArgumentError
+
 VECTOR_DTYPES = ("float32", "float16")
 
 
@@ -33,7 +35,13 @@ class Hit:
 
 
 def check_ids(ids: Iterable[Any], what: str = "id") -> list[str]:
-    """``ids`` as a list; TypeError names the first one that is not a string."""
+    """``ids`` as a list; TypeError names the first one that is not a string (one string is
+    refused as a whole: it is not a list of ids)."""
+    if isinstance(ids, (str, bytes)):
+        raise ArgumentError(f"ids={ids!r}: must be a list of string ids, not one string "
+                            "(wrap a single id in a list)")
+    if isinstance(ids, dict) or not isinstance(ids, Iterable):
+        raise ArgumentError(f"ids={str(ids)[:80]!r}: must be a list of string ids")
     out = list(ids)
     for i, x in enumerate(out):
         if not isinstance(x, str):

@@ -32,6 +32,7 @@ from .formats import (CODEC_FILE, CODES_FILE, CODES_FORMAT_VERSION, DISK_FILE,
                       DISK_FORMAT_VERSION, FORMAT_VERSION, IDS_FILE, IN_INDEX_FORMAT_VERSION,
                       LISTS_FILE, VECTORS_FILE)
 from .ranking import unit_rows
+from ..persist.modeldir import safe_path
 from ..search.index import FaissIndex, drop_precomputed_table, table_bytes
 
 
@@ -355,16 +356,16 @@ def load_rows(d: Path, manifest: dict, index: Optional[FaissIndex],
         if codec is not None:
             import faiss
 
-            c = faiss.read_index(str(d / codec["file"]))
+            c = faiss.read_index(str(safe_path(d, codec["file"], "docstore codec")))
             drop_precomputed_table(c)
             return CodecRows(dim, c, codec["spec"],
-                             np.load(d / codec["codes"], allow_pickle=False), row_ids)
+                             np.load(safe_path(d, codec["codes"], "docstore codes"), allow_pickle=False), row_ids)
         if manifest.get("in_index_codes"):
             lists = np.load(d / LISTS_FILE, allow_pickle=False)
             if index is None:
                 raise ValueError("in-index codes without an index")
             if manifest.get("disk_vectors_file"):
-                disk = DiskVectors.open(d / manifest["disk_vectors_file"], dim, disk_dir)
+                disk = DiskVectors.open(safe_path(d, manifest["disk_vectors_file"], "docstore disk rows"), dim, disk_dir)
                 return DiskRows(index, lists, row_ids, disk)
             return InIndexRows(index, lists, row_ids)
         return RawRows(dim, data=np.load(d / VECTORS_FILE, allow_pickle=False), row_ids=row_ids)

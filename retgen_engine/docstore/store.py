@@ -59,7 +59,7 @@ from .codes import (LARGE_REFINE_FACTOR, MIN_CODEC_TRAIN, auto_refine_spec, larg
 from .filters import Filter, compile_filter
 from .formats import (CODES_FORMAT_VERSION, DISK_FORMAT_VERSION, FORMAT, FORMAT_VERSION,
                       IN_INDEX_FORMAT_VERSION)
-from .milvus_persist import StoreDispatch, load_if_milvus
+from .backends import StoreDispatch, load_if_milvus
 from .persist import StoreState, load_state, read_manifest, save_store, write_state
 from .ranking import (energy_rerank, energy_scores, freq_prior, mmr_select, normalize_rows,
                       relevance, unit_rows)

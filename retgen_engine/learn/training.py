@@ -78,14 +78,13 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
     fixed = best_fixed(data, sim_only, k_choices, tau_choices, lam_choices)
     report["fixed"] = fixed
     entries: dict = {}
-    subdirs = []
+    modules: dict = {}
     energy = engine.retriever.energy
     gate = engine.lm.gate
     if reranker:
         model, rep = fit_reranker(data, tau=fixed["temperature"], steps=reranker_steps, seed=seed,
                                   progress=progress)
-        model.save(model_dir / "reranker")
-        subdirs.append("reranker")
+        modules["reranker"] = model
         energy = model.energy_model()
         gate = model if model.gate else None
         report["reranker"] = rep
@@ -102,8 +101,7 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
         gain = np.where(data["valid"].any(axis=1), gain, 0.0)  # found nothing: base alone
         report["policy"]["skip"] = fit_skip(pol, data["z"], gain, skip_budget, seed=seed,
                                             progress=progress)
-        pol.save(model_dir / "policy")
-        subdirs.append("policy")
+        modules["policy"] = pol
     report["seconds"] = time.perf_counter() - t0
     learned = dict(engine.manifest.get("learned", {}))
     if reranker:
@@ -112,6 +110,6 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
         learned["policy"] = "policy"
     entries["learned"] = learned
     entries["training"] = report
-    add_to_model(model_dir, entries, subdirs)
+    add_to_model(model_dir, entries, modules)  # every learned part committed at once
     log.info("trained %s in %.0fs", list(learned), report["seconds"])
     return report

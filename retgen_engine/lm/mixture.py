@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..checks import ArgumentError, float_arg, int_arg, optional
 from ..config import IndexConfig, RetrievalConfig, check_fields
 from ..ngram.kneser_ney import KneserNeyLM
 from ..ngram.cache import CacheWeights, ContextCache
@@ -43,8 +44,11 @@ class RetrievalParams:
     budget: Optional[float] = None
 
     def __post_init__(self):
-        if not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool):
-            raise ValueError(f"k={self.k!r}: the number of retrieved patterns must be an int >= 1")
+        int_arg("k", self.k, 1)  # the number of retrieved patterns
+        float_arg("temperature", self.temperature)
+        float_arg("lam", self.lam)
+        optional(int_arg, "nprobe", self.nprobe, 1)
+        optional(float_arg, "budget", self.budget)
         checked = check_fields(RetrievalConfig, k=self.k, temperature=self.temperature,
                                lam=self.lam, budget=self.budget)
         if self.nprobe is not None:
@@ -120,6 +124,13 @@ class RetgenLM:
         policy chooses them per query (``policy=False`` turns it off) and its skip stage lets
         only a ``budget`` share of the tokens encode and search (None: the trained default;
         1: all); unset values are :attr:`defaults`."""
+        k = optional(int_arg, "k", k, 1)
+        temperature = optional(float_arg, "temperature", temperature, 0.0, lo_open=True)
+        lam = optional(float_arg, "lam", lam, 0.0, 1.0, hi_open=True)
+        nprobe = optional(int_arg, "nprobe", nprobe, 1)
+        budget = optional(float_arg, "budget", budget, 0.0, 1.0, lo_open=True)
+        if policy is not None and not isinstance(policy, (bool, np.bool_)):
+            raise ArgumentError(f"policy={policy!r}: must be True, False or None")
         d = self.defaults
         nlist = self.retriever.index.nlist if self.retriever is not None else None
         nprobe = nprobe if nprobe is not None else d.nprobe

@@ -7,6 +7,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from ..checks import float_arg, int_arg
 from ..config import GenerationConfig, check_fields
 
 _D = GenerationConfig.model_fields
@@ -23,10 +24,10 @@ class SamplingParams:
     allow_unk: bool = _D["allow_unk"].default
 
     def __post_init__(self):
-        if not isinstance(self.temperature, (int, float, np.number)) or isinstance(self.temperature, bool):
-            raise ValueError(f"temperature={self.temperature!r}: must be a number >= 0 (0 = greedy)")
-        if not isinstance(self.top_k, (int, np.integer)) or isinstance(self.top_k, bool):
-            raise ValueError(f"top_k={self.top_k!r}: must be an int >= 0 (0 = no limit)")
+        float_arg("temperature", self.temperature, 0.0)  # finite; 0 = greedy
+        int_arg("top_k", self.top_k, 0)                  # 0 = no limit
+        float_arg("top_p", self.top_p)
+        float_arg("repetition_penalty", self.repetition_penalty)
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for k, v in check_fields(GenerationConfig, **values).items():
             object.__setattr__(self, k, v)

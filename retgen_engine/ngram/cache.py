@@ -24,6 +24,7 @@ from typing import Optional
 import numpy as np
 from pydantic import ValidationError
 
+from ..checks import float_arg, int_arg
 from ..config import CacheConfig, check_fields
 
 
@@ -57,6 +58,9 @@ class ContextCache:
     kappa: float = _default("kappa")
 
     def __post_init__(self):
+        object.__setattr__(self, "window", int_arg("cache window", self.window, 1))
+        for name in ("unigram", "bigram", "trigram", "decay", "kappa"):  # finite numbers
+            float_arg(f"cache {name}", getattr(self, name))
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for k, v in check_fields(CacheConfig, **values).items():
             object.__setattr__(self, k, v)

@@ -27,7 +27,7 @@ from pydantic import PrivateAttr
 from retgen_engine.config import IndexConfig
 from retgen_engine.docstore import DocumentStore, Hit, Record
 
-from .filters import to_predicate
+from .filters import to_dict_filter, to_predicate
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +96,23 @@ class RetgenVectorStore(BasePydanticVectorStore):
 
     def _select(self, node_ids: Optional[List[str]], filters: Optional[MetadataFilters]
                 ) -> list[Record]:
-        pred = to_predicate(filters)
         if node_ids is not None:
+            pred = to_predicate(filters)
             recs = self._store.get(list(node_ids))
             return [r for r in recs if pred is None or pred(r.metadata)]
-        return self._store.where(pred)
+        return self._store.where(to_dict_filter(filters))  # evaluated by the store's engine
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         if query.query_embedding is None:
             raise ValueError("RetgenVectorStore.query needs query.query_embedding "
                              "(this store searches by embedding only)")
         mode = VectorStoreQueryMode(query.mode)
-        pred = to_predicate(query.filters)
+        # a dict filter: the store evaluates it inside its engine (faiss or Milvus)
+        pred = to_dict_filter(query.filters)
         # empty doc_ids / node_ids mean "no restriction" (VectorStoreIndex passes node_ids=[])
         if query.doc_ids:
-            docs = set(query.doc_ids)
-            inner = pred
-            pred = (lambda md: md.get("ref_doc_id") in docs and (inner is None or inner(md)))
+            docs = {"ref_doc_id": {"$in": list(query.doc_ids)}}
+            pred = {"$and": [docs, pred]} if pred else docs
         q = np.asarray(query.query_embedding, dtype=np.float32)
         k = query.similarity_top_k
         if mode == VectorStoreQueryMode.MMR:

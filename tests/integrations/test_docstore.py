@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from retgen_engine.config import IndexConfig
+from retgen_engine.persist.commit import resolve as live
 from retgen_engine.docstore import DocumentStore, energy_scores, mmr_select, relevance
 
 DIM = 16
@@ -190,16 +191,16 @@ def test_save_load_round_trip(tmp_path):
     s.delete(["d5"])
     s.extra = {"who": "test"}
     out = s.save(tmp_path / "st")
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((live(out) / "manifest.json").read_text())
     assert m["format"] == "retgen-docstore" and m["format_version"] == 1 and m["count"] == 149
-    assert not any(p.suffix == ".pkl" for p in out.iterdir())
+    assert not any(p.suffix == ".pkl" for p in live(out).iterdir())
     t = DocumentStore.load(out)
     assert len(t) == 149 and t.extra == {"who": "test"} and t.spec == s.spec
     assert t.get(["d7"])[0].metadata == {"i": 7, "g": 1}
     assert [h.id for h in t.search(v[9], k=3)] == [h.id for h in s.search(v[9], k=3)]
     t.upsert(["new"], ["n"], _vecs(1, 5))
     assert t.int_id("new") == 150  # the id counter survived
-    s.save(out)  # replacing an existing store is atomic (temp dir + rename)
+    s.save(out)  # replacing an existing store is atomic (a new version, then the pointer)
     assert len(DocumentStore.load(out)) == 149
     assert [p.name for p in tmp_path.iterdir()] == ["st"]
 
@@ -221,8 +222,8 @@ def test_load_detects_corruption(tmp_path):
     s = DocumentStore()
     _fill(s, 5)
     out = s.save(tmp_path / "st")
-    arr = np.load(out / "vectors.npy")
-    np.save(out / "vectors.npy", arr * 2)
+    arr = np.load(live(out) / "vectors.npy")
+    np.save(live(out) / "vectors.npy", arr * 2)
     with pytest.raises(ValueError, match="does not match its checksum"):
         DocumentStore.load(out)
     with pytest.raises(FileNotFoundError, match="manifest.json is missing"):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from retgen_engine.config import IndexConfig
+from retgen_engine.persist.commit import resolve as live
 from retgen_engine.docstore import (CODES_FORMAT_VERSION, DISK_FORMAT_VERSION,
                                     IN_INDEX_FORMAT_VERSION, DocumentStore,
                                     auto_refine_spec, large_store_config, large_store_kwargs)
@@ -87,13 +88,13 @@ def test_large_store_reconstructs_vectors_for_mmr_and_energy(large):
 def test_large_store_persists_no_raw_vectors(large, tmp_path):
     s, base, queries = large
     out = s.save(tmp_path / "st")
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((live(out) / "manifest.json").read_text())
     assert m["format_version"] == CODES_FORMAT_VERSION
     assert m["refine_codec"]["spec"] == "IVF256,PQ16"
-    assert not (out / "vectors.npy").exists()
-    codes = np.load(out / "codes.npy")
+    assert not (live(out) / "vectors.npy").exists()
+    codes = np.load(live(out) / "codes.npy")
     assert codes.dtype == np.uint8 and codes.shape == (N, 17)
-    for p in out.iterdir():  # no file holds anything like the float vectors
+    for p in live(out).iterdir():  # no file holds anything like the float vectors
         assert p.stat().st_size < N * DIM * 2, p.name
     t = DocumentStore.load(out)
     # codec: encode only (no precomputed table; the index keeps none either: _cfg())
@@ -233,10 +234,10 @@ def test_in_index_codes_grow_delete_upsert_without_retraining(tmp_path, monkeypa
     assert v[1] @ data[N + 7] > 0.95 and v[0] @ -data[3] > 0.8
     # persistence: format 3, list numbers only, same answers, adds after loading
     out = s.save(tmp_path / "st")
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((live(out) / "manifest.json").read_text())
     assert m["format_version"] == IN_INDEX_FORMAT_VERSION and m["in_index_codes"] is True
-    assert not (out / "vectors.npy").exists() and not (out / "codes.npy").exists()
-    assert np.load(out / "lists.npy").dtype == np.uint16
+    assert not (live(out) / "vectors.npy").exists() and not (live(out) / "codes.npy").exists()
+    assert np.load(live(out) / "lists.npy").dtype == np.uint16
     t = DocumentStore.load(out)
     assert t.storage_mode == "in-index" and len(t) == len(s) and t.spec == spec
     assert t.stats()["table_bytes"] == 0 and t.nbytes() == s.nbytes()
@@ -358,9 +359,9 @@ def test_disk_vectors_grow_delete_persist(tmp_path):
     assert s.delete(["d4", "missing"]) == 1
     assert s.search(-data[3], 1)[0].id == "d3" and s.vectors(["d3"])[0] @ -data[3] > 0.9995
     out = s.save(tmp_path / "st")  # compacts: dead rows leave the disk file too
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((live(out) / "manifest.json").read_text())
     assert m["format_version"] == DISK_FORMAT_VERSION and m["disk_vectors"] is True
-    arr = np.load(out / m["disk_vectors_file"])
+    arr = np.load(live(out) / m["disk_vectors_file"])
     assert arr.dtype == np.float16 and arr.shape == (len(s), DIM) == (N + 499, DIM)
     assert s.disk_bytes() == arr.nbytes
     t = DocumentStore.load(out, disk_dir=tmp_path)
@@ -376,7 +377,7 @@ def test_disk_vectors_grow_delete_persist(tmp_path):
     t.save(out)  # replaces the store the loaded one memory-maps (on POSIX the mapping stays)
     w = DocumentStore.load(out)
     assert len(w) == N + 499 and w.search(-data[7], 1)[0].id == "new"
-    assert np.load(out / "disk_vectors.npy").shape == (N + 499, DIM)
+    assert np.load(live(out) / "disk_vectors.npy").shape == (N + 499, DIM)
 
 
 def test_disk_vectors_bad_input_and_profile(tmp_path):
@@ -448,7 +449,7 @@ def test_disk_vectors_save_switches_to_the_saved_file(tmp_path):
     t.upsert(["n2"], ["t"], data[N + 1:N + 2])
     t.delete(["d5"])
     t.save(out)  # back onto the file it maps
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".st.")]  # old dir removed
+    assert not [p for p in out.iterdir() if p.name.startswith(".v-")]  # no temp version left
     u = DocumentStore.load(out)
     assert len(u) == len(t) == N - 2 and {"n2"} <= set(u.ids()) and "d5" not in u.ids()
     for q in (data[6], data[N + 1]):

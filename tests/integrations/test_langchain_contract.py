@@ -11,6 +11,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessageChunk, HumanMessage, SystemMessage
 
 from retgen_engine import HashingEncoder
+from retgen_engine.persist.commit import resolve as live
 from retgen_engine.docstore import CallableFilterError
 from retgen_integrations.langchain import (ChatRetgen, RetgenEmbeddings, RetgenEnergyCompressor,
                                            RetgenLLM, RetgenRetriever, RetgenVectorStore)
@@ -120,11 +121,11 @@ def test_bad_input(vs, emb):
 
 
 def test_save_and_load_local_without_pickle(vs, emb, tmp_path):
-    path = vs.save_local(tmp_path / "lc")
+    path = live(vs.save_local(tmp_path / "lc"))  # the committed version's files
     names = sorted(p.name for p in path.iterdir())
     assert names == (["docs.sqlite", "index.faiss", "int_ids.npy", "manifest.json",
                       "vectors.npy"] if _backend(vs) == "faiss" else
-                     ["manifest.json", "milvus.db"])  # Milvus owns the data
+                     ["manifest.json"])  # Milvus owns the data (its database beside the versions)
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["extra"]["embedding"]["name"] == "hashing:64"
     loaded = RetgenVectorStore.load_local(tmp_path / "lc", emb)

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from retgen_engine.persist.commit import resolve as live
 from retgen_engine.config import IndexConfig
 from retgen_engine.docstore import DocumentStore, MilvusStore
 from retgen_engine.docstore.milvus_index import requested_index
@@ -117,8 +118,11 @@ def test_save_writes_a_manifest_and_load_reconnects(make_store, tmp_path):
     m.upsert(ids, texts, v, mds)
     m.extra = {"adapter": "test"}
     path = m.save(tmp_path / "saved")
-    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "milvus.db"]
-    man = json.loads((path / "manifest.json").read_text())
+    names = sorted(p.name for p in path.iterdir())  # a committed manifest, a database snapshot
+    assert len(names) == 4 and names[:2] == [".lock", "CURRENT"] and names[3] == "v-000001"
+    assert names[2].startswith("milvus-") and names[2].endswith(".db")
+    assert sorted(p.name for p in live(path).iterdir()) == ["manifest.json"]
+    man = json.loads((live(path) / "manifest.json").read_text())
     assert man["collection"] == m.collection and man["count"] == 50 and "token" not in man
     loaded = DocumentStore.load(path)
     assert isinstance(loaded, MilvusStore) and loaded.extra == {"adapter": "test"}
@@ -127,8 +131,8 @@ def test_save_writes_a_manifest_and_load_reconnects(make_store, tmp_path):
     loaded.upsert(["new"], ["n"], v[:1])
     assert len(loaded) == 51 and len(m) == 50  # the copy is its own database
     man["count"] = 7
-    (path / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(ValueError, match="does not match its checksum"):
+    (live(path) / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ValueError, match="sha256|checksum"):
         DocumentStore.load(path)
     loaded.clear()
     (tmp_path / "other").mkdir()
@@ -144,7 +148,10 @@ def test_database_inside_the_store_directory(tmp_path):
     ids, texts, v, mds = _data(10)
     m.upsert(ids, texts, v, mds)
     m.save(d)
-    assert sorted(p.name for p in d.iterdir()) == ["data.db", "manifest.json"]
+    assert sorted(p.name for p in d.iterdir()) == [".lock", "CURRENT", "data.db", "v-000001"]
+    m.save(d)  # a second save: a new manifest version, the database stays where it lives
+    assert sorted(p.name for p in d.iterdir()) == [".lock", "CURRENT", "data.db", "v-000001",
+                                                   "v-000002"]
     again = DocumentStore.load(d)
     assert again.uri == str(d / "data.db") and len(again) == 10
     with pytest.raises(ValueError, match="exists with fields"):
