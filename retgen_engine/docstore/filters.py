@@ -180,7 +180,10 @@ def _compile_field(key: str, cond: Any) -> Predicate:
     return _compile_op(key, "$eq", cond)
 
 
-def _compile_op(key: str, name: Any, operand: Any) -> Predicate:
+def check_operand(key: str, name: Any, operand: Any) -> tuple["Operator", Any]:
+    """(the field operator ``name``, its operand as it takes it: a list for list operators);
+    ValueError for an unknown operator or an operand of the wrong kind. Every backend's
+    translation starts here, so all refuse the same filters."""
     op = OPERATORS.get(name) if isinstance(name, str) else None
     if op is None or op.kind != "field":
         raise ValueError(f"unknown filter operator {name!r} on key {key!r}; allowed: "
@@ -193,6 +196,11 @@ def _compile_op(key: str, name: Any, operand: Any) -> Predicate:
         operand = list(operand)
     if op.operand == "bool" and not isinstance(operand, bool):
         raise ValueError(f"{name} on {key!r} takes true or false, got {operand!r}")
+    return op, operand
+
+
+def _compile_op(key: str, name: Any, operand: Any) -> Predicate:
+    op, operand = check_operand(key, name, operand)
     test, missing = op.test, op.matches_missing and operand is True
 
     def pred(md: Mapping[str, Any]) -> bool:
@@ -204,4 +212,4 @@ def _compile_op(key: str, name: Any, operand: Any) -> Predicate:
 
 
 __all__ = ["Operator", "OPERATORS", "FIELD_OPERATORS", "LOGICAL_OPERATORS", "Filter",
-           "Predicate", "compile_filter"]
+           "Predicate", "compile_filter", "check_operand"]

@@ -42,12 +42,11 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..config import IndexConfig
-from ..search.energy import EnergyModel
 from . import milvus_index as mi
 from .filters import Filter, compile_filter
 from .milvus_collection import MAX_VARCHAR, attach, create
 from .milvus_expr import KINDS, META, PK, NotExpressibleError, ids_expr, kinds_of, to_expr
-from .ranking import energy_rerank, mmr_select, normalize_rows
+from .ranking import RerankedSearch, normalize_rows
 from .records import Hit, Record, check_batch, check_ids
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,7 @@ BATCH = 1000            # rows or ids per request
 CALLABLE_MODES = ("error", "client")
 
 
-class MilvusStore:
+class MilvusStore(RerankedSearch):
     """Texts, metadata and vectors in a Milvus collection (module docstring)."""
 
     backend = "milvus"
@@ -329,27 +328,6 @@ class MilvusStore:
                                   filter=expr or "", output_fields=fields, search_params=params)
         return list(res[0]) if res else []
 
-    def max_marginal_relevance(self, query: Any, k: int = 4, fetch_k: int = 20,
-                               lambda_mult: float = 0.5, filter: Filter | None = None,
-                               ids: Optional[Sequence[str]] = None) -> list[Hit]:
-        """MMR over the ``fetch_k`` nearest matching records (``lambda_mult=1``: plain search)."""
-        if not 0.0 <= lambda_mult <= 1.0:
-            raise ValueError(f"lambda_mult={lambda_mult} must be in [0, 1]")
-        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True, ids=ids)
-        if not hits:
-            return []
-        q = normalize_rows(query, self.dim, "query vector")[0]
-        order = mmr_select(q, np.stack([h.vector for h in hits]), k, lambda_mult)
-        return [hits[i] for i in order]
-
-    def search_energy(self, query: Any, k: int = 4, fetch_k: int = 20,
-                      filter: Filter | None = None, model: Optional[EnergyModel] = None,
-                      tau: float = 0.5, freq_key: str = "freq",
-                      ids: Optional[Sequence[str]] = None) -> list[Hit]:
-        """Nearest ``fetch_k`` candidates reranked by energy; the best ``k`` with energy/weight."""
-        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True, ids=ids)
-        q = normalize_rows(query, self.dim, "query vector")[0]
-        return energy_rerank(q, hits, model, tau, freq_key)[:k]
 
     def flush(self) -> None:
         """Ask Milvus to seal what it holds in memory (segments get their index built)."""

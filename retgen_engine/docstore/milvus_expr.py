@@ -30,7 +30,7 @@ import math
 import re
 from typing import Any, Mapping, Optional, Sequence
 
-from .filters import FIELD_OPERATORS, LOGICAL_OPERATORS, OPERATORS
+from .filters import FIELD_OPERATORS, LOGICAL_OPERATORS, check_operand
 
 META = "metadata"
 KINDS = "md_kinds"
@@ -161,18 +161,7 @@ def _field(key: str, cond: Any) -> str:
 
 
 def _op(key: str, name: Any, operand: Any) -> str:
-    op = OPERATORS.get(name) if isinstance(name, str) else None
-    if op is None or op.kind != "field":
-        raise ValueError(f"unknown filter operator {name!r} on key {key!r}; allowed: "
-                         f"{', '.join(FIELD_OPERATORS)}")
-    if op.operand == "scalar" and isinstance(operand, (list, tuple, set, dict)):
-        raise ValueError(f"{name} on {key!r} takes a scalar, got {operand!r}")
-    if op.operand == "list":
-        if not isinstance(operand, (list, tuple, set, frozenset)):
-            raise ValueError(f"{name} on {key!r} takes a list of values, got {operand!r}")
-        operand = list(operand)
-    if op.operand == "bool" and not isinstance(operand, bool):
-        raise ValueError(f"{name} on {key!r} takes true or false, got {operand!r}")
+    _, operand = check_operand(key, name, operand)
     return _LEAVES[name](key, operand, name)
 
 

@@ -124,10 +124,37 @@ def rank_by_energy(query: np.ndarray, vectors: np.ndarray, freq: Optional[Sequen
     return out
 
 
+class RerankedSearch:
+    """MMR and energy reranking over a store's own ``search`` (``with_vectors=True``) and
+    ``dim``: one implementation for every backend."""
+
+    def max_marginal_relevance(self, query: Any, k: int = 4, fetch_k: int = 20,
+                               lambda_mult: float = 0.5, filter: Any = None,
+                               ids: Optional[Sequence[str]] = None) -> list:
+        """MMR over the ``fetch_k`` nearest matching records (``lambda_mult=1``: plain search)."""
+        if isinstance(lambda_mult, bool) or not isinstance(lambda_mult, (int, float, np.number)) \
+                or not 0.0 <= lambda_mult <= 1.0:
+            raise ValueError(f"lambda_mult={lambda_mult!r} must be a number in [0, 1]")
+        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True, ids=ids)
+        if not hits:
+            return []
+        q = normalize_rows(query, self.dim, "query vector")[0]
+        order = mmr_select(q, np.stack([h.vector for h in hits]), k, lambda_mult)
+        return [hits[i] for i in order]
+
+    def search_energy(self, query: Any, k: int = 4, fetch_k: int = 20, filter: Any = None,
+                      model: Optional[EnergyModel] = None, tau: float = 0.5,
+                      freq_key: str = "freq", ids: Optional[Sequence[str]] = None) -> list:
+        """Nearest ``fetch_k`` candidates reranked by energy; the best ``k`` with energy/weight."""
+        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True, ids=ids)
+        q = normalize_rows(query, self.dim, "query vector")[0]
+        return energy_rerank(q, hits, model, tau, freq_key)[:k]
+
+
 def freq_prior(md: Mapping[str, Any], key: str) -> float:
     v = md.get(key, 1)
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 1.0
 
 
 __all__ = ["relevance", "normalize_rows", "mmr_select", "energy_scores", "energy_rerank",
-           "rank_by_energy", "freq_prior"]
+           "rank_by_energy", "freq_prior", "RerankedSearch"]

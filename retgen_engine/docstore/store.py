@@ -52,7 +52,6 @@ import numpy as np
 
 from . import codes as refine
 from ..config import IndexConfig
-from ..search.energy import EnergyModel
 from ..search.index import FaissIndex
 from .codes import (LARGE_REFINE_FACTOR, MIN_CODEC_TRAIN, auto_refine_spec, large_store_config,
                     large_store_kwargs)
@@ -61,8 +60,8 @@ from .formats import (CODES_FORMAT_VERSION, DISK_FORMAT_VERSION, FORMAT, FORMAT_
                       IN_INDEX_FORMAT_VERSION)
 from .backends import StoreDispatch, load_if_milvus
 from .persist import StoreState, load_state, read_manifest, save_store, write_state
-from .ranking import (energy_rerank, energy_scores, freq_prior, mmr_select, normalize_rows,
-                      relevance, unit_rows)
+from .ranking import (RerankedSearch, energy_rerank, energy_scores, freq_prior, mmr_select,
+                      normalize_rows, relevance, unit_rows)
 from .records import (VECTOR_DTYPES, Hit, Record, check_batch, check_ids,  # noqa: F401
                       check_settings)
 from .rows import STORAGE_MODES, RawRows, VectorRows  # noqa: F401
@@ -71,7 +70,7 @@ from .training import EXACT_SPEC, exact_index, has_codes, train
 log = logging.getLogger(__name__)
 
 
-class DocumentStore(metaclass=StoreDispatch):  # backend="milvus": a .milvus.MilvusStore
+class DocumentStore(RerankedSearch, metaclass=StoreDispatch):  # backend="milvus": .milvus.MilvusStore
     """Texts, metadata and vectors with upsert/delete, filtered search, MMR and persistence."""
 
     def __init__(self, dim: Optional[int] = None, index_config: Optional[IndexConfig] = None,
@@ -339,27 +338,6 @@ class DocumentStore(metaclass=StoreDispatch):  # backend="milvus": a .milvus.Mil
             D, I = self._index.search(q, kk, nprobe=nlist, selector=selector)
         return D[0], I[0]
 
-    def max_marginal_relevance(self, query: Any, k: int = 4, fetch_k: int = 20,
-                               lambda_mult: float = 0.5, filter: Filter | None = None,
-                               ids: Optional[Sequence[str]] = None) -> list[Hit]:
-        """MMR over the ``fetch_k`` nearest matching records (``lambda_mult=1``: plain search)."""
-        if not 0.0 <= lambda_mult <= 1.0:
-            raise ValueError(f"lambda_mult={lambda_mult} must be in [0, 1]")
-        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True, ids=ids)
-        if not hits:
-            return []
-        q = normalize_rows(query, self.dim, "query vector")[0]
-        order = mmr_select(q, np.stack([h.vector for h in hits]), k, lambda_mult)
-        return [hits[i] for i in order]
-
-    def search_energy(self, query: Any, k: int = 4, fetch_k: int = 20,
-                      filter: Filter | None = None, model: Optional[EnergyModel] = None,
-                      tau: float = 0.5, freq_key: str = "freq",
-                      ids: Optional[Sequence[str]] = None) -> list[Hit]:
-        """Nearest ``fetch_k`` candidates reranked by energy; the best ``k`` with energy/weight."""
-        hits = self.search(query, max(k, fetch_k), filter=filter, with_vectors=True, ids=ids)
-        q = normalize_rows(query, self.dim, "query vector")[0]
-        return energy_rerank(q, hits, model, tau, freq_key)[:k]
 
     # -- persistence (retgen_engine.docstore.persist) ----------------------------------
     def save(self, path: str | os.PathLike) -> Path:
