@@ -147,7 +147,17 @@ def save_parts(parts: ModelParts, config: RETGENConfig, out, overwrite: bool = F
 
 def load_parts(d: Path, encoder: Optional[Encoder] = None, verify: bool = True,
                mmap: bool = True) -> tuple[RETGENConfig, ModelParts, dict]:
-    """(config, parts, manifest) of a model directory written by :func:`save_parts`."""
+    """(config, parts, manifest) of a model directory written by :func:`save_parts`; any
+    missing or malformed entry is a ModelFormatError naming the model."""
+    try:
+        return _load_parts(Path(d), encoder, verify, mmap)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ModelFormatError(f"model {str(d)!r}: a manifest or config entry is missing or "
+                               f"malformed ({e!r})") from None
+
+
+def _load_parts(d: Path, encoder: Optional[Encoder], verify: bool, mmap: bool
+                ) -> tuple[RETGENConfig, ModelParts, dict]:
     m = read_manifest(d)
     if verify:
         verify_files(d, m)

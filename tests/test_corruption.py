@@ -110,6 +110,8 @@ def test_consistent_but_wrong_manifests_are_refused(tiny_model_dir, tmp_path):
         "the index file": lambda m: m["index"].update(file="../patterns.faiss"),
         "the learned parts' key": lambda m: m.update(learned={"policy": "../../policy"}),
         "no files key": lambda m: m.pop("files"),
+        "no encoder key": lambda m: m.pop("encoder"),
+        "a patterns count of the wrong type": lambda m: m["patterns"].update(count="many"),
         "the vocabulary size": lambda m: m["tokenizer"].update(vocab_size=3),
     }
     for name, edit in cases.items():
@@ -171,6 +173,12 @@ def test_every_store_file_and_field_damaged_is_refused(store_dir, tmp_path):
         with pytest.raises(ModelFormatError):
             DocumentStore.load(store_dir)
     mf.write_text(original)
+    db = live(store_dir) / "docs.sqlite"  # damaged records, checksums not verified: still refused
+    good = db.read_bytes()
+    db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    with pytest.raises(ModelFormatError, match="docs.sqlite"):
+        DocumentStore.load(store_dir, verify=False)
+    db.write_bytes(good)
     t = DocumentStore.load(store_dir)
     assert t.get(["d3"])[0].metadata == {"i": 3, "tags": ["a", "b"]}  # list-valued metadata
 

@@ -95,10 +95,19 @@ def load_state(path: str | os.PathLike, verify: bool = True,
                disk_dir: str | os.PathLike | None = None) -> StoreState:
     """The store saved at ``path``, checksums verified unless ``verify=False``. Disk rows
     memory-map their ``disk_vectors.npy`` read-only; rows added later go to a temporary file
-    in ``disk_dir``."""
-    path = Path(path)
+    in ``disk_dir``. Anything missing or malformed is a ModelFormatError naming the store."""
     if disk_dir is not None and not Path(disk_dir).is_dir():  # before any file is opened
         raise ValueError(f"disk_dir={str(disk_dir)!r} is not a directory")
+    try:
+        return _load_state(Path(path), verify, disk_dir)
+    except ModelFormatError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError, OSError,
+            ValueError) as e:
+        raise ModelFormatError(f"docstore at {str(path)!r} cannot be loaded: {e!r}") from None
+
+
+def _load_state(path: Path, verify: bool, disk_dir) -> StoreState:
     m = read_manifest(path)
     path = resolve(path)  # the live version's files
     if verify:
@@ -188,12 +197,19 @@ def _write_sqlite(path: Path, records: Mapping[int, Record]) -> None:
 
 def _read_sqlite(path: Path) -> dict[int, Record]:
     # a URI names the file: quote the path, so '%', '#' or '?' in it cannot change which file
-    con = sqlite3.connect(f"file:{pathname2url(str(Path(path).resolve()))}?mode=ro", uri=True)
     try:
-        rows = con.execute("SELECT iid, id, text, metadata FROM docs ORDER BY iid").fetchall()
-    finally:
-        con.close()
-    return {int(iid): Record(sid, text, json.loads(md)) for iid, sid, text, md in rows}
+        con = sqlite3.connect(f"file:{pathname2url(str(Path(path).resolve()))}?mode=ro", uri=True)
+        try:
+            rows = con.execute("SELECT iid, id, text, metadata FROM docs ORDER BY iid").fetchall()
+        finally:
+            con.close()
+        out = {int(iid): Record(sid, text, json.loads(md)) for iid, sid, text, md in rows}
+    except (sqlite3.Error, ValueError, TypeError) as e:
+        raise ModelFormatError(f"docstore records {str(path)!r} cannot be read: {e}") from None
+    for r in out.values():
+        if not isinstance(r.id, str) or not isinstance(r.text, str) or not isinstance(r.metadata, dict):
+            raise ModelFormatError(f"docstore records {str(path)!r}: record {r.id!r} is malformed")
+    return out
 
 
 __all__ = ["StoreState", "save_store", "write_state", "load_state", "read_manifest",
