@@ -41,8 +41,12 @@ def encode_patterns(patterns: PatternTable, corpus: TokenizedCorpus, encoder: En
                smoothing=0.05)
     for start, ctxs in patterns.iter_contexts(corpus.ids):
         texts = [tok.context_text([itos[t] for t in c.tolist()]) for c in ctxs]
-        out[start:start + len(texts)] = encoder.encode(texts, batch_size=batch_size)
-        bar.update(len(texts))
+        if isinstance(encoder, Encoder):  # the bar advances per encoded batch, not per chunk
+            out[start:start + len(texts)] = encoder.encode(texts, batch_size=batch_size,
+                                                           on_batch=bar.update)
+        else:  # a duck-typed encoder: per chunk
+            out[start:start + len(texts)] = encoder.encode(texts, batch_size=batch_size)
+            bar.update(len(texts))
     bar.close()
 
 

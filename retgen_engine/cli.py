@@ -1,15 +1,59 @@
 """The ``retgen`` command line: build, train, eval, generate, info, demo."""
+# (--help shows DESCRIPTION below, plain text, not this docstring)
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import os
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+DESCRIPTION = ("RETGEN: a retrieval-enhanced non-parametric language model. Build a model "
+               "from a corpus, then evaluate it, generate text with per-token sources, train "
+               "its learned parts, or describe it. 'retgen COMMAND --help' lists a command's "
+               "options.")
+BACKENDS = ("auto", "torch", "onnx")
+DTYPES = ("auto", "float32", "bfloat16", "int8")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every option's default, unless its help already says what the default is."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        return h if "default" in h else super()._get_help_string(action)
+
+
+def _encoder_overrides(a: argparse.Namespace) -> dict[str, str]:
+    return {k: v for k, v in (("backend", getattr(a, "encoder_backend", None)),
+                               ("dtype", getattr(a, "encoder_dtype", None))) if v is not None}
+
+
+def _load_engine(a: argparse.Namespace, verify: bool = True):
+    """The model of ``--model``, its encoder loaded with --encoder-backend/--encoder-dtype."""
+    from . import RETGENConfig, RetgenEngine
+
+    over = _encoder_overrides(a)
+    encoder = None
+    if over:
+        from .persist.commit import resolve
+        from .search.encoder import load_encoder_from_config
+
+        try:
+            config = RETGENConfig.from_json((resolve(Path(a.model)) / "config.json").read_text(
+                encoding="utf-8"))
+        except Exception:  # noqa: BLE001 - not a model: the plain load says why, in one line
+            config = None
+        if config is not None:
+            enc = type(config.encoder).model_validate({**config.encoder.model_dump(), **over})
+            encoder = load_encoder_from_config(enc)
+    return RetgenEngine.load(a.model, encoder=encoder, verify=verify)
 
 
 
@@ -42,6 +86,10 @@ def cmd_build(a: argparse.Namespace) -> int:
     from . import RETGENConfig, RetgenEngine
 
     config = RETGENConfig.load(a.config) if a.config else RETGENConfig()
+    over = _encoder_overrides(a)
+    if over:
+        config.encoder = type(config.encoder).model_validate({**config.encoder.model_dump(),
+                                                              **over})
     dataset = _load_dataset(a.dataset, a.split) if a.dataset else None
     t = time.perf_counter()
     eng = RetgenEngine.build(a.corpus, out=a.out, config=config, dataset=dataset,
@@ -57,7 +105,7 @@ def cmd_build(a: argparse.Namespace) -> int:
 def cmd_eval(a: argparse.Namespace) -> int:
     from . import RetgenEngine
 
-    eng = RetgenEngine.load(a.model)
+    eng = _load_engine(a)
     _apply_cache(eng, a)
     rep = eng.perplexity(a.data, progress=not a.quiet, **_retrieval_overrides(a))
     rep["data"] = str(a.data)
@@ -70,35 +118,47 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(text: str) -> str:
+    """A snippet on one line: line breaks shown as a visible marker."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "⏎")
+
+
 def _print_trace(tok) -> None:
+    """A token's sources, each once (shares of one source summed), none under 0.05%."""
+    merged: dict[tuple, list] = {}
     for e in tok.trace:
-        print(f"    {e.weight:6.1%} {e.kind:7s} {e.document}@{e.offset}: ...{e.snippet}")
+        key = (e.document, e.offset, e.snippet)
+        m = merged.setdefault(key, [0.0, []])
+        m[0] += e.weight
+        if e.kind not in m[1]:
+            m[1].append(e.kind)
+    for (doc, off, snippet), (w, kinds) in sorted(merged.items(), key=lambda kv: -kv[1][0]):
+        if w >= 0.0005:  # what prints as 0.0% is no source
+            print(f"    {w:6.1%} {'+'.join(kinds):7s} {doc}@{off}: ...{_one_line(snippet)}")
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
-    from . import RetgenEngine
-
-    eng = RetgenEngine.load(a.model)
+    eng = _load_engine(a)
     _apply_cache(eng, a)
     kw = dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
               top_p=a.top_p, repetition_penalty=a.repetition_penalty, stop=a.stop or None,
               seed=a.seed, trace=a.trace, **_retrieval_overrides(a))
-    if a.stream and not a.trace:
+    if a.stream:
         sys.stdout.write(a.prompt)
+        toks = []
         for tok in eng.stream(a.prompt, **kw):
             sys.stdout.write(tok.text)
             sys.stdout.flush()
+            toks.append(tok)
         sys.stdout.write("\n")
-        return 0
-    if a.trace:
-        it = eng.stream(a.prompt, **kw) if a.stream else eng.generate(a.prompt, **kw).tokens
-        print(a.prompt)
-        for tok in it:
-            print(f"{tok.text!r:24} p={2.718281828 ** tok.logprob:.3f}")
+    else:
+        toks = eng.generate(a.prompt, **kw).tokens
+        print(a.prompt + "".join(t.text for t in toks))
+    if a.trace:  # the whole text first, then each token's sources
+        print("\nsources per token:")
+        for tok in toks:
+            print(f"  {tok.text or tok.token!r:24} p={math.exp(tok.logprob):.3f}")
             _print_trace(tok)
-        return 0
-    res = eng.generate(a.prompt, **kw)
-    print(a.prompt + res.text)
     return 0
 
 
@@ -126,10 +186,11 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    from . import RetgenEngine
-
-    eng = RetgenEngine.load(a.model, verify=a.verify)
+    eng = _load_engine(a, verify=a.verify)
     print(json.dumps(eng.info(), indent=2, default=str))
+    if a.verify:  # on stderr: stdout stays one JSON document
+        n = len(eng.manifest.get("files", {}))
+        print(f"verified: {n} files, sha256 of each and of the manifest", file=sys.stderr)
     return 0
 
 
@@ -147,76 +208,101 @@ def cmd_demo(a: argparse.Namespace) -> int:
         res = eng.generate(prompt, max_new_tokens=a.max_new_tokens, seed=a.seed, top_p=0.9)
         print(f"\n>>> {prompt}{res.text}")
         for tok in res.tokens[:8]:
-            print(f"  {tok.text!r:18} p={2.718281828 ** tok.logprob:.3f}")
+            print(f"  {tok.text!r:18} p={math.exp(tok.logprob):.3f}")
             _print_trace(tok)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="retgen", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = p.add_subparsers(dest="cmd", required=True)
+def _encoder_flags(sp, building: bool) -> None:
+    what = ("how the encoder runs for this build (recorded in the model's config)" if building
+            else "how the encoder runs for this command (the model's vectors do not change)")
+    sp.add_argument("--encoder-backend", choices=BACKENDS,
+                    help=f"{what}: torch, onnx (ONNX Runtime) or auto (picked for this CPU) "
+                         "(default: the config's value)")
+    sp.add_argument("--encoder-dtype", choices=DTYPES,
+                    help="encoder precision: bfloat16 needs torch, int8 needs onnx "
+                         "(default: the config's value)")
 
-    b = sub.add_parser("build", help="build a model directory from a corpus")
+
+def _retrieval_flags(sp) -> None:
+    dflt = " (default: the model's config)"
+    sp.add_argument("--k", type=int, help="patterns retrieved per step" + dflt)
+    sp.add_argument("--tau", type=float, help="retrieval softmax temperature" + dflt)
+    sp.add_argument("--lam", type=float, help="retrieval mixing weight in [0, 1)" + dflt)
+    sp.add_argument("--nprobe", type=int, help="IVF lists probed per search" + dflt)
+    sp.add_argument("--budget", type=float, help="share of tokens that retrieve, in (0, 1] "
+                    "(the learned policy's skip stage)" + dflt)
+    sp.add_argument("--cache-window", type=int, help="context cache window (tokens)" + dflt)
+    sp.add_argument("--cache-unigram", type=float, help="context cache unigram weight" + dflt)
+    sp.add_argument("--cache-bigram", type=float, help="context cache bigram weight" + dflt)
+    sp.add_argument("--cache-trigram", type=float, help="context cache trigram weight" + dflt)
+    sp.add_argument("--cache-decay", type=float,
+                    help="context cache unigram decay in tokens (0: none)" + dflt)
+    sp.add_argument("--cache-kappa", type=float, help="context cache: bigram/trigram weights "
+                    "scale by n / (n + kappa)" + dflt)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="retgen", description=DESCRIPTION, formatter_class=_Help)
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
+                           help="build, eval, generate, train, info or demo")
+
+    def cmd(name: str, text: str):
+        return sub.add_parser(name, help=text, description=text + ".", formatter_class=_Help)
+
+    b = cmd("build", "build a model directory from a corpus")
     b.add_argument("--corpus", nargs="*", default=[], metavar="PATH",
                    help="text files (.tokens: word level; others: raw text)")
-    b.add_argument("--dataset", help="a Hugging Face dataset: saved directory or hub name")
-    b.add_argument("--split", default="train")
-    b.add_argument("--text-column", default="text")
+    b.add_argument("--dataset", help="a Hugging Face dataset: saved directory or hub name "
+                   "(default: none)")
+    b.add_argument("--split", default="train", help="the dataset split to read")
+    b.add_argument("--text-column", default="text", help="the dataset column holding the text")
     b.add_argument("--paragraphs", action="store_true",
                    help="raw text files hold blank-line separated documents")
-    b.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"])
-    b.add_argument("--out", required=True)
-    b.add_argument("--config", help="RETGENConfig JSON file")
-    b.add_argument("--overwrite", action="store_true")
-    b.add_argument("--quiet", action="store_true")
+    b.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"],
+                   help="what to do with bytes that are not UTF-8")
+    b.add_argument("--out", required=True, help="the model directory to write (required)")
+    b.add_argument("--config", help="a RETGENConfig JSON file (default: the built-in config)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
+    _encoder_flags(b, building=True)
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
 
-    def retrieval_flags(sp):
-        sp.add_argument("--k", type=int, help="patterns retrieved per step")
-        sp.add_argument("--tau", type=float, help="retrieval softmax temperature")
-        sp.add_argument("--lam", type=float, help="retrieval mixing weight in [0, 1)")
-        sp.add_argument("--nprobe", type=int, help="IVF lists probed per search")
-        sp.add_argument("--budget", type=float,
-                        help="share of tokens that retrieve, in (0, 1] (the policy's skip stage)")
-        sp.add_argument("--cache-window", type=int, help="context cache window (tokens)")
-        sp.add_argument("--cache-unigram", type=float, help="context cache unigram weight")
-        sp.add_argument("--cache-bigram", type=float, help="context cache bigram weight")
-        sp.add_argument("--cache-trigram", type=float, help="context cache trigram weight")
-        sp.add_argument("--cache-decay", type=float,
-                        help="context cache unigram decay in tokens (0: none)")
-        sp.add_argument("--cache-kappa", type=float,
-                        help="context cache: bigram/trigram weights scale by n / (n + kappa)")
-
-    e = sub.add_parser("eval", help="perplexity of a model on a file")
-    e.add_argument("--model", required=True)
-    e.add_argument("--data", required=True)
-    e.add_argument("--json", action="store_true")
-    e.add_argument("--quiet", action="store_true")
-    retrieval_flags(e)
+    e = cmd("eval", "perplexity of a model on a file")
+    e.add_argument("--model", required=True, help="the model directory (required)")
+    e.add_argument("--data", required=True, help="the text file to score (required)")
+    e.add_argument("--json", action="store_true", help="print the full report as JSON")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    _encoder_flags(e, building=False)
+    _retrieval_flags(e)
     e.set_defaults(func=cmd_eval)
 
-    g = sub.add_parser("generate", help="generate text, optionally with traces")
-    g.add_argument("--model", required=True)
-    g.add_argument("--prompt", required=True)
-    g.add_argument("--max-new-tokens", type=int)
-    g.add_argument("--temperature", type=float)
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--repetition-penalty", type=float)
-    g.add_argument("--stop", action="append", help="stop string (repeatable)")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--stream", action="store_true")
-    g.add_argument("--trace", action="store_true", help="show each token's sources")
-    retrieval_flags(g)
+    g = cmd("generate", "generate text, optionally with each token's sources")
+    g.add_argument("--model", required=True, help="the model directory (required)")
+    g.add_argument("--prompt", required=True, help="the text to continue (required)")
+    dflt = " (default: the model's config)"
+    g.add_argument("--max-new-tokens", type=int, help="tokens to generate" + dflt)
+    g.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)" + dflt)
+    g.add_argument("--top-k", type=int, help="sample among the k likeliest tokens" + dflt)
+    g.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1]" + dflt)
+    g.add_argument("--repetition-penalty", type=float, help="penalty on repeated tokens" + dflt)
+    g.add_argument("--stop", action="append",
+                   help="stop string, repeatable (default: none)")
+    g.add_argument("--seed", type=int, help="random seed (default: fresh randomness)")
+    g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    g.add_argument("--trace", action="store_true",
+                   help="after the text, show each token's sources in the corpus")
+    _encoder_flags(g, building=False)
+    _retrieval_flags(g)
     g.set_defaults(func=cmd_generate)
 
-    t = sub.add_parser("train", help="train the energy reranker and retrieval policy")
-    t.add_argument("--model", required=True)
+    t = cmd("train", "train the energy reranker and retrieval policy")
+    t.add_argument("--model", required=True, help="the model directory (required)")
     pick = t.add_mutually_exclusive_group()
-    pick.add_argument("--reranker-only", action="store_true")
-    pick.add_argument("--policy-only", action="store_true")
-    t.add_argument("--seed", type=int, default=0)
+    pick.add_argument("--reranker-only", action="store_true", help="train only the reranker")
+    pick.add_argument("--policy-only", action="store_true", help="train only the policy")
+    t.add_argument("--seed", type=int, default=0, help="random seed")
     t.add_argument("--queries", type=int, default=20000, help="held-out training queries")
     t.add_argument("--fraction", type=float, default=0.02,
                    help="share of the training corpus held out for them")
@@ -225,21 +311,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--retrieval-cost", type=float, default=0.002,
                    help="reward cost (nats) of one retrieval, scaled by 1 + k/k_max")
     t.add_argument("--retrieval-budget", type=float, default=0.7,
-                   help="default share of tokens the policy's skip stage lets retrieve, in "
-                        "(0, 1]; callers can choose another per call (--budget)")
-    t.add_argument("--quiet", action="store_true")
+                   help="share of tokens the policy's skip stage lets retrieve, in (0, 1]; "
+                        "callers can choose another per call (--budget)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
-    i = sub.add_parser("info", help="describe a model directory")
-    i.add_argument("--model", required=True)
-    i.add_argument("--verify", action="store_true", help="check every file's sha256")
+    i = cmd("info", "describe a model directory")
+    i.add_argument("--model", required=True, help="the model directory (required)")
+    i.add_argument("--verify", action="store_true",
+                   help="check the sha256 of every file and of the manifest")
+    _encoder_flags(i, building=False)
     i.set_defaults(func=cmd_info)
 
-    d = sub.add_parser("demo", help="build on the bundled sample corpus and generate with traces")
-    d.add_argument("--out")
-    d.add_argument("--prompts", nargs="*")
-    d.add_argument("--max-new-tokens", type=int, default=30)
-    d.add_argument("--seed", type=int, default=0)
+    d = cmd("demo", "build on the bundled sample corpus and generate with traces")
+    d.add_argument("--out", help="where to write the model (default: a temporary directory)")
+    d.add_argument("--prompts", nargs="*", help="prompts to continue (default: two examples)")
+    d.add_argument("--max-new-tokens", type=int, default=30, help="tokens per prompt")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
     d.set_defaults(func=cmd_demo)
     return p
 
@@ -259,12 +347,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _fail(f"{where}: {err.get('msg')} (got {err.get('input')!r})")
         return 2
     except (ValueError, TypeError, OSError) as e:  # ModelFormatError, ArgumentError included
-        _fail(str(e) or type(e).__name__)
+        _fail(_cli_wording(str(e) or type(e).__name__))
         return 2
     except KeyboardInterrupt:
         print("retgen: interrupted; the model on disk is the last complete version",
               file=sys.stderr)
         return 130
+
+
+_API_TO_CLI = [  # engine messages name Python arguments; the CLI names its flags
+    (re.compile(r"overwrite=True(?: \(--overwrite\))?"), "--overwrite"),
+    (re.compile(r"encoding_errors='replace' \(CLI: --encoding-errors replace\)"),
+     "--encoding-errors replace"),
+]
+
+
+def _cli_wording(msg: str) -> str:
+    for pat, flag in _API_TO_CLI:
+        msg = pat.sub(flag, msg)
+    return msg
 
 
 def _fail(msg: str) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from .mixture import RetgenLM, RetrievalParams, StepInfo
 from .sampling import SamplingParams, sample
-from ..text.tokenizer import Tokenizer
+from ..text.tokenizer import Tokenizer, glue_classes
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,31 @@ class Generator:
         self.tokenizer = tokenizer
         self.sources = sources
         self.trace_top = trace_top
+        self._glue: Optional[tuple[np.ndarray, np.ndarray]] = None
+
+    def _no_glue(self, logp: np.ndarray, prev: int) -> np.ndarray:
+        """Raw-text mode: forbid a next token that would glue onto the previous one.
+
+        Spacing lives in the tokens (``" and"`` vs ``"and"``); ``"and"`` without its space
+        follows a line break, a digit or a bracket in the corpus, but the back-off's lower
+        orders and retrieved patterns (whose contexts embed without their line breaks) also
+        offer it after a word, and plain concatenation then glues words ("copyrightC"). Such a
+        pair is never a tokenization of any text, so it is masked and the rest renormalized."""
+        if self.tokenizer.mode != "text":
+            return logp
+        if self._glue is None or len(self._glue[0]) != len(logp):
+            start, end = glue_classes(self.tokenizer.vocab.itos)
+            self._glue = np.asarray(start, np.int8), np.asarray(end, np.int8)
+        start, end = self._glue
+        c = end[prev]
+        if c <= 0:
+            return logp
+        bad = start == c
+        if not bad.any() or np.all(bad | ~np.isfinite(logp)):
+            return logp
+        out = np.where(bad, -np.inf, logp)
+        m = out[np.isfinite(out)].max()
+        return out - (m + np.log(np.exp(out - m).sum()))
 
     def prompt_ids(self, prompt: str) -> tuple[list[int], list[str]]:
         if not isinstance(prompt, str):
@@ -166,6 +191,7 @@ class Generator:
             _result.update(prompt_tokens=len(history) - 1, unknown=unknown)
         for step in range(max_new_tokens):
             logp, info = self.lm.next_token_logprobs(history, retrieval)
+            raw, logp = logp, self._no_glue(logp, history[-1])
             tok = sample(logp, sampling, rng, seen=seen, unk_id=vocab.unk_id)
             history.append(tok)
             seen.append(tok)
@@ -183,7 +209,7 @@ class Generator:
             emitted = max(emitted, safe)
             lp = float(logp[tok])
             yield GeneratedToken(itos[tok], tok, piece, lp,
-                                 self.trace(info, tok, float(np.exp(lp))) if trace else [])
+                                 self.trace(info, tok, float(np.exp(raw[tok]))) if trace else [])
             if finish == "stop":
                 break
         if _result is not None:

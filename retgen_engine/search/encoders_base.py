@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -31,14 +32,20 @@ class Encoder(ABC):
         return {"name": self.name, "dim": self.dim}
 
     def encode(self, texts: Sequence[str], batch_size: int = 256, progress: bool = False,
-               desc: str = "encoding") -> np.ndarray:
-        """Encode ``texts``: identical texts are encoded once, batches are bucketed by length."""
+               desc: str = "encoding",
+               on_batch: Optional[Callable[[int], None]] = None) -> np.ndarray:
+        """Encode ``texts``: identical texts are encoded once, batches are bucketed by length.
+
+        ``on_batch(n)`` is called after each batch with the number of input texts it covered
+        (duplicates included), so a caller's progress bar can advance per batch."""
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if len(texts) == 1 and isinstance(texts[0], str):
             one = self._encode_one(texts[0])
             if one is not None:
+                if on_batch is not None:
+                    on_batch(1)
                 return one[None, :]
         for i, t in enumerate(texts):
             if not isinstance(t, str):
@@ -49,11 +56,15 @@ class Encoder(ABC):
         utexts = list(uniq)
         order = np.argsort([len(t) for t in utexts], kind="stable")
         out = np.empty((len(utexts), self.dim), dtype=np.float32)
-        bar = tqdm(total=len(utexts), desc=desc, unit="ctx", disable=not progress)
+        mult = np.bincount(inverse, minlength=len(utexts))
+        bar = tqdm(total=len(texts), desc=desc, unit="ctx", disable=not progress)
         for s in range(0, len(utexts), batch_size):
             idx = order[s:s + batch_size]
             out[idx] = self._encode_batch([utexts[i] for i in idx])
-            bar.update(len(idx))
+            covered = int(mult[idx].sum())
+            bar.update(covered)
+            if on_batch is not None:
+                on_batch(covered)
         bar.close()
         return out[inverse]
 
@@ -82,6 +93,38 @@ class HashingEncoder(Encoder):
         n = np.linalg.norm(out, axis=1, keepdims=True)
         n[n == 0] = 1.0
         return out / n
+
+
+@contextmanager
+def quiet_loading():
+    """Silence third-party progress bars and info logs (transformers' "Loading weights",
+    huggingface_hub downloads) while a model loads; the previous settings come back after."""
+    restore = []
+    try:
+        from transformers.utils import logging as tlog
+
+        if tlog.is_progress_bar_enabled():
+            tlog.disable_progress_bar()
+            restore.append(tlog.enable_progress_bar)
+        level = tlog.get_verbosity()
+        tlog.set_verbosity_error()
+        restore.append(lambda: tlog.set_verbosity(level))
+    except Exception:  # noqa: BLE001 - transformers absent or older: nothing to silence
+        pass
+    try:
+        from huggingface_hub.utils import (are_progress_bars_disabled, disable_progress_bars,
+                                           enable_progress_bars)
+
+        if not are_progress_bars_disabled():
+            disable_progress_bars()
+            restore.append(enable_progress_bars)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        yield
+    finally:
+        for undo in reversed(restore):
+            undo()
 
 
 def bundled_minilm_path() -> Path:

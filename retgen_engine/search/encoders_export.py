@@ -109,8 +109,11 @@ def _torch_module(path: Path):
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(str(path), attn_implementation="eager",
-                                      local_files_only=True).eval().float()
+    from .encoders_base import quiet_loading
+
+    with quiet_loading():
+        model = AutoModel.from_pretrained(str(path), attn_implementation="eager",
+                                          local_files_only=True).eval().float()
 
     class Pooled(torch.nn.Module):
         def __init__(self, m):

@@ -14,7 +14,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .encoders_base import BUNDLED_NAME, Encoder, bundled_minilm_path, fast_tokenizer
+from .encoders_base import (BUNDLED_NAME, Encoder, bundled_minilm_path, fast_tokenizer,
+                            quiet_loading)
 
 
 @contextmanager
@@ -54,7 +55,8 @@ class SentenceTransformerEncoder(Encoder):
         from .encoders_export import exportable
         from .encoders_select import batch_threads
 
-        self.model = SentenceTransformer(str(p), device=device, local_files_only=True)
+        with quiet_loading():
+            self.model = SentenceTransformer(str(p), device=device, local_files_only=True)
         if dtype == "bfloat16":
             self.model = self.model.to(torch.bfloat16)
         self.model.eval()

@@ -194,6 +194,7 @@ class FaissIndex(VectorIndex):
     def build(cls, vectors: np.ndarray, ids: np.ndarray, cfg: IndexConfig,
               progress: bool = False) -> "FaissIndex":
         import faiss
+        from tqdm.auto import tqdm
 
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
@@ -213,21 +214,25 @@ class FaissIndex(VectorIndex):
             tn = min(n, cfg.train_size or n)
             sample = vectors[np.sort(rng.choice(n, tn, replace=False))] if tn < n else vectors
             log.info("training %s on %d vectors", spec, len(sample))
+            bar = tqdm(total=1, desc=f"training index {spec}", unit="step", disable=not progress)
             try:
-                index.train(sample)
+                index.train(sample)  # one faiss call: the bar shows it running, then done
+                bar.update(1)
             except RuntimeError as e:
                 log.warning("cannot train %s on %d vectors (%s); falling back to an exact index",
                             spec, n, str(e).splitlines()[0] if str(e) else e)
                 spec = "IDMap2,Flat"
                 index = faiss.index_factory(dim, spec, faiss.METRIC_L2)
                 nl = 0
+            finally:
+                bar.close()
         if not cfg.precomputed_table:
             drop_precomputed_table(index)
-        step = 1 << 16
-        from tqdm.auto import tqdm
-
-        for s in tqdm(range(0, n, step), desc="indexing", unit="chunk", disable=not progress):
-            index.add_with_ids(vectors[s:s + step], ids[s:s + step])
+        step = min(1 << 16, max(1024, -(-n // 100)))  # about 100 updates
+        with tqdm(total=n, desc="adding to the index", unit="vec", disable=not progress) as bar:
+            for s in range(0, n, step):
+                index.add_with_ids(vectors[s:s + step], ids[s:s + step])
+                bar.update(min(step, n - s))
         return cls(index, spec, min(cfg.nprobe, nl) if nl else cfg.nprobe, ip_scan=cfg.ip_scan)
 
     @classmethod

@@ -86,10 +86,12 @@ class PatternRetriever:
         n = len(vecs)
         D = np.full((n, k), np.inf, dtype=np.float32)
         I = np.full((n, k), -1, dtype=np.int64)
-        step = 4096
-        for s in tqdm(range(0, n, step), desc="searching", disable=not progress or n <= step):
-            d, i = self.index.search(vecs[s:s + step], k, nprobe=nprobe)
-            D[s:s + step], I[s:s + step] = d, i
+        step = min(4096, max(256, -(-n // 50)))  # a bar that moves: about 50 updates
+        with tqdm(total=n, desc="searching", unit="query", disable=not progress) as bar:
+            for s in range(0, n, step):
+                d, i = self.index.search(vecs[s:s + step], k, nprobe=nprobe)
+                D[s:s + step], I[s:s + step] = d, i
+                bar.update(len(d))
         if empty is not None:
             I[empty] = -1  # an empty context retrieves nothing: the back-off alone answers
         D[I < 0] = np.inf

@@ -101,10 +101,22 @@ class TokenizedCorpus:
     tokenizer: Tokenizer
 
 
-def _doc_tokens(tok: Tokenizer, doc: Document) -> Iterator[str]:
-    yield from tok.split_lines(doc.lines)
+def _doc_tokens(tok: Tokenizer, doc: Document, bar=None) -> Iterator[str]:
+    yield from tok.split_lines(doc.lines if bar is None else _counted(doc.lines, bar))
     if tok.mode == "text":
         yield EOS  # document separator in the token stream
+
+
+def _counted(lines: Iterable[str], bar, every: int = 4096) -> Iterator[str]:
+    """``lines``, advancing ``bar`` every ``every`` lines (a bar that moves inside a file)."""
+    n = 0
+    for line in lines:
+        yield line
+        n += 1
+        if n == every:
+            bar.update(n)
+            n = 0
+    bar.update(n)
 
 
 def tokenize_corpus(source: CorpusSource, mode: str, min_count: int = 1,
@@ -113,9 +125,9 @@ def tokenize_corpus(source: CorpusSource, mode: str, min_count: int = 1,
     tok = Tokenizer(mode)
     if vocab is None:
         counts: Counter = Counter()
-        for doc in tqdm(source.documents(), desc="counting words", unit="doc",
-                        disable=not progress):
-            counts.update(_doc_tokens(tok, doc))
+        with tqdm(desc="counting words", unit="line", disable=not progress) as bar:
+            for doc in source.documents():
+                counts.update(_doc_tokens(tok, doc, bar))
         n_real = sum(c for w, c in counts.items() if w != EOS and w.strip())
         if n_real == 0:
             raise ValueError("the corpus is empty or blank: it contains no tokens to learn from")
@@ -128,8 +140,9 @@ def tokenize_corpus(source: CorpusSource, mode: str, min_count: int = 1,
     names: list[str] = []
     total = 0
     buf: list[int] = []
-    for doc in tqdm(source.documents(), desc="tokenizing", unit="doc", disable=not progress):
-        for t in _doc_tokens(tok, doc):
+    bar = tqdm(desc="tokenizing", unit="line", disable=not progress)
+    for doc in source.documents():
+        for t in _doc_tokens(tok, doc, bar):
             buf.append(vocab.stoi.get(t, 0))
             if len(buf) >= 1 << 20:
                 chunks.append(np.asarray(buf, dtype=np.int32))
@@ -139,6 +152,7 @@ def tokenize_corpus(source: CorpusSource, mode: str, min_count: int = 1,
         if total_doc > doc_offsets[-1]:
             doc_offsets.append(total_doc)
             names.append(doc.name)
+    bar.close()
     if buf:
         chunks.append(np.asarray(buf, dtype=np.int32))
     ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)

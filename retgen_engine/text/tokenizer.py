@@ -129,14 +129,59 @@ class Tokenizer:
 
     def detokenize(self, tokens: Sequence[str]) -> str:
         if self.mode == "text":
-            return "".join(tokens)
+            return detokenize_text(tokens)
         return detokenize_words(tokens)
 
     def context_text(self, tokens: Sequence[str]) -> str:
-        """The text a context is embedded as (readable, newlines as spaces)."""
+        """The text a context is embedded as (readable, newlines as spaces, no markers)."""
         if self.mode == "text":
-            return "".join(tokens).replace("\n", " ").strip()
+            return detokenize_text(tokens).replace("\n", " ").strip()
         return detokenize_words([t for t in tokens if t != EOS]).strip()
+
+
+def detokenize_text(tokens: Sequence[str]) -> str:
+    """Join raw-text tokens: the exact concatenation, each token carrying its own spacing.
+
+    ``<eos>`` (the document separator of the token stream, never produced by splitting text)
+    renders as a line break, or as nothing where the text already ends a line or is empty."""
+    out: list[str] = []
+    for tok in tokens:
+        if tok == EOS:
+            if out and not out[-1].endswith("\n"):
+                out.append("\n")
+            continue
+        out.append(tok)
+    return "".join(out)
+
+
+def char_class(ch: str) -> int:
+    """0 whitespace, 1 letter, 2 digit, 3 underscore, 4 other (punctuation, symbols)."""
+    if ch.isspace():
+        return 0
+    if ch == "_":
+        return 3
+    if ch.isdecimal():  # what the regex's \d matches
+        return 2
+    return 1 if ch.isalnum() else 4
+
+
+def glue_classes(itos: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Per token of a ``text``-mode vocabulary: the class of its first character (-1 where it
+    starts with whitespace, or is a marker) and of its last (0 for markers).
+
+    The raw-text tokenizer never ends one token and starts the next inside a run of one class
+    (``" is"`` + ``"th"`` is always the single token ``" isth"``), so a token whose start class
+    equals the previous token's end class (non-whitespace) would glue two words together."""
+    start, end = [], []
+    for t in itos:
+        if t in (UNK, EOS) or not t:
+            start.append(-1)
+            end.append(0)
+            continue
+        c = char_class(t[0])
+        start.append(c if c else -1)
+        end.append(char_class(t[-1]))
+    return start, end
 
 
 _NO_SPACE_BEFORE = {",", ".", ":", ";", "!", "?", ")", "]", "}", "%", "'s", "'", "n't", "'re",

@@ -2,7 +2,9 @@
 leave nothing behind in the temp dir."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,15 +40,42 @@ def run_example(script: str, tmp: Path, **env: str) -> subprocess.CompletedProce
 @pytest.mark.parametrize("script, expect", [
     ("langchain_rag.py", "usage: {'input_tokens'"),
     ("llama_index_query_engine.py", "reloaded from"),
-    ("agent_tool.py", "continue_text({'prompt'"),
 ])
 def test_example_runs(example_model, tmp_path, script, expect):
     proc = run_example(script, tmp_path, RETGEN_EXAMPLE_MODEL=str(example_model))
     assert expect in proc.stdout
 
 
+def check_agent_output(out: str) -> None:
+    """The agent (a scripted stand-in model, said so) chose both tools with their arguments,
+    each ran for real and its ToolMessage went back; the answer carries the generated text
+    and the sources of both tools."""
+    assert "no tool-calling chat model runs offline" in out and "GenericFakeChatModel" in out
+    assert "search_corpus({'query': 'string', 'k': 'integer'})" in out  # the bound schemas
+    assert "continue_text({'prompt': 'string', 'max_tokens': 'integer'})" in out
+    assert ("step 1: agent calls search_corpus({'query': 'Little Rock Arsenal seized in 1861', "
+            "'k': 2})\n  -> ToolMessage(call-1, success): [{\"para\": ") in out
+    assert ("step 2: agent calls continue_text({'prompt': 'The arsenal was', 'max_tokens': 20})"
+            "\n  -> ToolMessage(call-2, success): {\"prompt\": \"The arsenal was\", ") in out
+    answer = out.split("step 3: final answer\n", 1)[1]
+    # real MiniLM retrieval: the top passages are about the arsenal, with their scores
+    paras = re.findall(r"\[para (\d+), score (0\.\d+)\] (.*)", answer)
+    assert len(paras) == 2 and all("arsenal" in text.lower() for _, _, text in paras)
+    # real RETGEN generation: the tool's text is in the answer, with its traced sources
+    text = json.loads(re.search(r'"text": ("(?:[^"\\]|\\.)*")', out.split("call-2, success")[1])[1])
+    assert text.strip() and f"The arsenal was{text}" in answer
+    assert len(re.findall(r"<- (pattern|ngram|context) \S+@\d+: ", answer)) == 3
+    assert "wikitext2_sample.tokens@" in answer and "2 tool results" in out
+
+
+@pytest.mark.slow
+def test_agent_example_runs(example_model, tmp_path):
+    proc = run_example("agent_tool.py", tmp_path, RETGEN_EXAMPLE_MODEL=str(example_model))
+    check_agent_output(proc.stdout)
+
+
 @pytest.mark.slow
 def test_example_builds_its_model_in_memory(tmp_path, monkeypatch):
     """Without RETGEN_EXAMPLE_MODEL an example builds the sample model itself, on no disk."""
     monkeypatch.delenv("RETGEN_EXAMPLE_MODEL", raising=False)
-    assert "continue_text({'prompt'" in run_example("agent_tool.py", tmp_path).stdout
+    check_agent_output(run_example("agent_tool.py", tmp_path).stdout)
