@@ -50,19 +50,22 @@ def optional(check, name: str, v: Any, *args, **kw):
     return None if v is None else check(name, v, *args, **kw)
 
 
-def str_list_arg(name: str, v: Any, allow_one: bool = False) -> list[str]:
-    """A list of strings (``allow_one``: a single string is a list of one)."""
+def str_list_arg(name: str, v: Any, allow_one: bool = False, item: Optional[str] = None
+                 ) -> list[str]:
+    """A list of strings (``allow_one``: a single string is a list of one). ``item`` names
+    one element in the refusal ("id 0 is 7 (int); ids must be strings")."""
     if isinstance(v, str):
         if allow_one:
             return [v]
         raise ArgumentError(f"{name}={_show(v)}: must be a list of strings, not one string (wrap "
-                        "a single id in a list)")
+                            "a single one in a list)")
     if isinstance(v, (bytes, bytearray, dict)) or not isinstance(v, Iterable):
         raise ArgumentError(f"{name}={_show(v)}: must be a list of strings")
     out = list(v)
     for i, x in enumerate(out):
         if not isinstance(x, str):
-            raise ArgumentError(f"{name}[{i}]={_show(x)} ({type(x).__name__}): must be a string")
+            raise ArgumentError(f"{item or name + ' item'} {i} is {_show(x)} "
+                                f"({type(x).__name__}); {name} must be strings")
     return out
 
 

@@ -51,6 +51,18 @@ def get_at(m, path):
     return m
 
 
+def damage(f: Path, how: str) -> None:
+    """Flip a byte in the middle of ``f``, cut it in half or delete it."""
+    if how == "flip":
+        b = bytearray(f.read_bytes())
+        b[len(b) // 2] ^= 0x5A
+        f.write_bytes(bytes(b))
+    elif how == "truncate":
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    else:
+        f.unlink()
+
+
 def refuses(load, capsys=None, cli=None):
     with pytest.raises(ModelFormatError):
         load()
@@ -67,15 +79,7 @@ def test_every_model_file_damaged_is_refused(tiny_model_dir, tmp_path, capsys):
     for rel in files:
         for how in ("flip", "truncate", "delete"):
             d = shutil.copytree(tiny_model_dir, tmp_path / f"{how}-{rel.as_posix().replace('/', '_')}")
-            f = live(d) / rel
-            if how == "flip":
-                b = bytearray(f.read_bytes())
-                b[len(b) // 2] ^= 0x5A
-                f.write_bytes(bytes(b))
-            elif how == "truncate":
-                f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
-            else:
-                f.unlink()
+            damage(live(d) / rel, how)
             cli = ["info", "--model", str(d), "--verify"] if how == "flip" else None
             refuses(lambda: RetgenEngine.load(d), capsys, cli)
             shutil.rmtree(d)
@@ -155,13 +159,7 @@ def test_every_store_file_and_field_damaged_is_refused(store_dir, tmp_path):
     for name in files:
         for how in ("flip", "delete"):
             d = shutil.copytree(store_dir, tmp_path / f"{how}-{name}")
-            f = live(d) / name
-            if how == "flip":
-                b = bytearray(f.read_bytes())
-                b[len(b) // 2] ^= 0x5A
-                f.write_bytes(bytes(b))
-            else:
-                f.unlink()
+            damage(live(d) / name, how)
             with pytest.raises(ModelFormatError):
                 DocumentStore.load(d)
     mf = live(store_dir) / "manifest.json"

@@ -46,7 +46,7 @@ from . import milvus_index as mi
 from .filters import Filter, compile_filter
 from .milvus_collection import MAX_VARCHAR, attach, create
 from .milvus_expr import KINDS, META, PK, NotExpressibleError, ids_expr, kinds_of, to_expr
-from .ranking import RerankedSearch, normalize_rows
+from .ranking import RerankedSearch, batch_rows, normalize_rows
 from .records import Hit, Record, check_batch, check_ids
 
 log = logging.getLogger(__name__)
@@ -166,9 +166,7 @@ class MilvusStore(RerankedSearch):
         if n == 0:
             return []
         with self._lock:
-            v = normalize_rows(vectors, self.dim)
-            if len(v) != n:
-                raise ValueError(f"got {len(v)} vectors for {n} ids")
+            v = batch_rows(vectors, self.dim, n)
             rows = [self._row(x, t, m, vec) for x, t, m, vec in zip(ids, texts, metadatas, v)]
             if not self._ready:
                 self.dim = self.dim or int(v.shape[1])

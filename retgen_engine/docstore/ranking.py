@@ -37,6 +37,14 @@ def normalize_rows(vectors: Any, dim: Optional[int], what: str = "vectors") -> n
     return np.ascontiguousarray(v / norms, dtype=np.float32)
 
 
+def batch_rows(vectors: Any, dim: Optional[int], n: int) -> np.ndarray:
+    """The unit rows of an upsert of ``n`` records (:func:`normalize_rows`, one per id)."""
+    v = normalize_rows(vectors, dim)
+    if len(v) != n:
+        raise ValueError(f"got {len(v)} vectors for {n} ids")
+    return v
+
+
 def unit_rows(v: np.ndarray) -> np.ndarray:
     """float32 rows scaled to unit length, for vectors decoded from codes (an all-zero row stays
     zero; unlike :func:`normalize_rows`, which validates caller input)."""
@@ -157,4 +165,4 @@ def freq_prior(md: Mapping[str, Any], key: str) -> float:
 
 
 __all__ = ["relevance", "normalize_rows", "mmr_select", "energy_scores", "energy_rerank",
-           "rank_by_energy", "freq_prior", "RerankedSearch"]
+           "rank_by_energy", "freq_prior", "RerankedSearch", "batch_rows"]

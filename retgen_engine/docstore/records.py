@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..checks import ArgumentError
+from ..checks import str_list_arg
 
 VECTOR_DTYPES = ("float32", "float16")
 
@@ -35,18 +35,9 @@ class Hit:
 
 
 def check_ids(ids: Iterable[Any], what: str = "id") -> list[str]:
-    """``ids`` as a list; TypeError names the first one that is not a string (one string is
-    refused as a whole: it is not a list of ids)."""
-    if isinstance(ids, (str, bytes)):
-        raise ArgumentError(f"ids={ids!r}: must be a list of string ids, not one string "
-                            "(wrap a single id in a list)")
-    if isinstance(ids, dict) or not isinstance(ids, Iterable):
-        raise ArgumentError(f"ids={str(ids)[:80]!r}: must be a list of string ids")
-    out = list(ids)
-    for i, x in enumerate(out):
-        if not isinstance(x, str):
-            raise TypeError(f"{what} {i} is {x!r} ({type(x).__name__}); ids must be strings")
-    return out
+    """``ids`` as a list of strings (one string is refused as a whole: it is not a list of
+    ids); the refusal names the first element that is not a string."""
+    return str_list_arg("ids", ids, item=what)
 
 
 def check_batch(ids: Sequence[Any], texts: Sequence[Any],

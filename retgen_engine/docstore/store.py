@@ -60,8 +60,8 @@ from .formats import (CODES_FORMAT_VERSION, DISK_FORMAT_VERSION, FORMAT, FORMAT_
                       IN_INDEX_FORMAT_VERSION)
 from .backends import StoreDispatch, load_if_milvus
 from .persist import StoreState, load_state, read_manifest, save_store, write_state
-from .ranking import (RerankedSearch, energy_rerank, energy_scores, freq_prior, mmr_select,
-                      normalize_rows, relevance, unit_rows)
+from .ranking import (RerankedSearch, batch_rows, energy_rerank, energy_scores, freq_prior,
+                      mmr_select, normalize_rows, relevance, unit_rows)
 from .records import (VECTOR_DTYPES, Hit, Record, check_batch, check_ids,  # noqa: F401
                       check_settings)
 from .rows import STORAGE_MODES, RawRows, VectorRows  # noqa: F401
@@ -176,9 +176,7 @@ class DocumentStore(RerankedSearch, metaclass=StoreDispatch):  # backend="milvus
         if n == 0:
             return []
         with self._lock:
-            v = normalize_rows(vectors, self.dim)
-            if len(v) != n:
-                raise ValueError(f"got {len(v)} vectors for {n} ids")
+            v = batch_rows(vectors, self.dim, n)
             if self.dim is None:
                 self.dim = int(v.shape[1])
                 self._rows = RawRows(self.dim, self.vector_dtype)
