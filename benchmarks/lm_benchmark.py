@@ -1,6 +1,9 @@
 """Language-modelling benchmark: build on a corpus's train split, tune the fixed retrieval
-parameters (k, tau, lambda) on valid, report test, next to the Kneser-Ney back-off measured in
-the same run and KenLM's 5-gram reference.
+parameters (k, tau, lambda) and the document memory (keys, passage temperature, per-order
+weights) on valid, report test, next to the Kneser-Ney back-off measured in the same run and
+KenLM's 5-gram reference. Every row is one stage added to the one before: KN-5, + cache,
++ patterns, + memory (lexical, dense, fused keys, on KN-5 + cache), full system (all of them,
+the memory's keys chosen on valid, scored by the engine itself).
 
     python benchmarks/lm_benchmark.py --corpus wikitext2   # writes results/wikitext2.{json,md}
     python benchmarks/lm_benchmark.py --corpus ptb         # writes results/ptb.{json,md}
@@ -19,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+import _memory
 from retgen_engine import RETGENConfig, RetgenEngine
+from retgen_engine.memory.memory import PassageMemory
 from retgen_engine.ngram.cache import ContextCache
 from retgen_engine.text.corpus import read_eval_tokens
 from retgen_engine.lm.evaluation import perplexity_report, prepend_context
@@ -58,7 +63,17 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+    flags = []
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = sorted(f for f in line.split(":", 1)[1].split()
+                               if f.startswith(("avx", "amx", "fma", "sse4")))
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_flags": " ".join(flags), "cores": os.cpu_count(),
+            "platform": platform.platform(),
             "load_average": os.getloadavg(), "versions": versions(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
@@ -122,20 +137,34 @@ def tune(eng: RetgenEngine, ids: np.ndarray, log: logging.Logger, top_caches: in
                              "valid_perplexity": float(np.exp(-lp.mean()))})
     best = min(rows, key=lambda r: r["valid_perplexity"])
     log.info("valid search %.1fs; best %s", search_s, best)
-    return best, rows
+    return best, rows, retrieved
 
 
-def generation_speed(eng: RetgenEngine, params: dict, n_tokens: int) -> dict:
+def ensure_memory(eng: RetgenEngine, log: logging.Logger) -> tuple[PassageMemory, float]:
+    """The model's memory (the training corpus as passages), built and saved if it has none."""
+    if eng.parts.memory is not None and eng.parts.memory.passages:
+        return eng.parts.memory, float(eng.manifest.get("build_stats", {}).get("build_seconds_memory", 0))
+    t = time.perf_counter()
+    mem = PassageMemory.from_corpus(eng.tokenizer, eng.encoder, eng.config.memory, eng.stream_ids,
+                                    eng.doc_offsets, eng.doc_names, progress=True)
+    secs = time.perf_counter() - t
+    eng.use_memory(mem.store)
+    eng.save_memory()
+    log.info("memory: %d passages built in %.0fs", mem.passages, secs)
+    return eng.memory, secs
+
+
+def generation_speed(eng: RetgenEngine, params: dict, n_tokens: int, memory: bool = False) -> dict:
     rates = []
+    kw = {k: params[k] for k in ("k", "temperature", "lam")}
     for i, p in enumerate(PROMPTS):
         t = time.perf_counter()
         res = eng.generate(p, max_new_tokens=n_tokens, seed=i, top_p=0.9, trace=True,
-                           k=params["k"], temperature=params["temperature"], lam=params["lam"])
+                           memory=memory, **kw)
         rates.append(res.completion_tokens / (time.perf_counter() - t))
     return {"median": statistics.median(rates), "runs": rates,
             "sample": PROMPTS[0] + eng.generate(PROMPTS[0], max_new_tokens=30, seed=0, top_p=0.9,
-                                                trace=False, **{k: params[k] for k in
-                                                                ("k", "temperature", "lam")}).text}
+                                                trace=False, memory=memory, **kw).text}
 
 
 def main() -> None:
@@ -146,6 +175,10 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse an existing model directory")
     ap.add_argument("--config", type=Path, help="RETGENConfig JSON for the build")
     ap.add_argument("--gen-tokens", type=int, default=100)
+    ap.add_argument("--memory-k", type=int, default=128, help="passages per memory query")
+    ap.add_argument("--memory-refresh", type=int, default=8, help="tokens between memory queries")
+    ap.add_argument("--memory-keys", nargs="+", default=list(_memory.KEYS),
+                    choices=_memory.KEYS, help="memory keys to compare")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--speed-only", action="store_true",
                     help="re-measure generation speed for an existing results file (records when)")
@@ -161,7 +194,7 @@ def main() -> None:
 
     cfg = RETGENConfig.load(a.config) if a.config else RETGENConfig()
     cfg.tokenizer.mode = "words"
-    if a.reuse and (model_dir / "manifest.json").exists():
+    if a.reuse and ((model_dir / "CURRENT").exists() or (model_dir / "manifest.json").exists()):
         eng = RetgenEngine.load(model_dir)
     else:
         RetgenEngine.build(files["train"], out=model_dir, config=cfg, overwrite=True, progress=True)
@@ -191,12 +224,12 @@ def main() -> None:
         return
     valid = read_eval_tokens(files["valid"], eng.tokenizer)
     test = read_eval_tokens(files["test"], eng.tokenizer)
-    best, grid = tune(eng, valid, log)
+    best, grid, retrieved_valid = tune(eng, valid, log)
     best_nocache = min((r for r in grid if not cache_of(r).enabled),
                        key=lambda r: r["valid_perplexity"])
     eng = eng.variant(reranker=False, policy=False, cache=cache_of(best))
     params = eng.retrieval_params(k=best["k"] or None, temperature=best["temperature"] or None,
-                                  lam=best["lam"], policy=False)
+                                  lam=best["lam"], policy=False, memory=False)
     t = time.perf_counter()
     seq = prepend_context(test, eng.vocab)
     retrieved = eng.retriever.search_stream(seq, max(GRID_K), nprobe=params.nprobe, progress=True)
@@ -207,23 +240,66 @@ def main() -> None:
     rep_nocache = perplexity_report(
         no_cache.lm, test, eng.vocab, no_cache.retrieval_params(
             k=best_nocache["k"], temperature=best_nocache["temperature"],
-            lam=best_nocache["lam"], policy=False),
+            lam=best_nocache["lam"], policy=False, memory=False),
         retrieved=retrieved)
     gen = generation_speed(eng, best, a.gen_tokens)
+
+    # -- the document memory, tuned on valid on top of KN-5 + cache and of the full system
+    mem, mem_build_s = ensure_memory(eng, log)
+    seq_v = prepend_context(valid, eng.vocab)
+    out_v = eng.lm.score_stream(seq_v, params, retrieved=retrieved_valid)
+    bases_v = {"cache": out_v["log_base"], "full": out_v["logp"]}
+    mem_best, mem_grid = _memory.tune(mem, seq_v, bases_v, a.memory_k, a.memory_refresh,
+                                      a.memory_keys)
+    seq_t = prepend_context(test, eng.vocab)
+    out_t = eng.lm.score_stream(seq_t, params, retrieved=retrieved)
+    mem_test = _memory.test_rows(mem, seq_t, {"cache": out_t["log_base"], "full": out_t["logp"]},
+                                 mem_best, a.memory_keys)
+    chosen = min((r for (k, b), r in mem_best.items() if b == "full"),
+                 key=lambda r: r["valid_perplexity"])
+    mem.config = _memory.tuned_config(mem, chosen)
+    # the full system, scored by the engine itself (the memory's search timed with it)
+    full_params = eng.retrieval_params(k=best["k"] or None, temperature=best["temperature"] or None,
+                                       lam=best["lam"], policy=False)
+    t = time.perf_counter()
+    found = mem_test[chosen["keys"], "full"]
+    rep_full = perplexity_report(eng.lm, test, eng.vocab, full_params, retrieved=retrieved,
+                                 memory_found=found["found"])
+    # + the pattern search and the memory's search it reuses
+    full_secs = time.perf_counter() - t + test_secs + found["test_search_seconds"]
+    gen_mem = generation_speed(eng, best, a.gen_tokens, memory=True)
     # RAM: the index file (memory-mapped) + faiss' precomputed IVF-PQ table (rebuilt on load)
     index_bytes = eng.index.nbytes()
     table = table_bytes(eng.index.index)
     flat_bytes = eng.index.ntotal * eng.index.dim * 4
     mach["load_average_end"] = os.getloadavg()
     rows = [
-        ("RETGEN: retrieval + KN-5 back-off + context cache (tuned on valid)", rep["perplexity"]),
-        ("RETGEN without the context cache: retrieval + KN-5 back-off", rep_nocache["perplexity"]),
-        ("KN-5 back-off + context cache (no retrieval)", rep["backoff_cache_perplexity"]),
         ("our KN-5 back-off alone", rep["backoff_perplexity"]),
+        ("KN-5 + context cache", rep["backoff_cache_perplexity"]),
+        ("KN-5 + cache + patterns (the previous release's full system)", rep["perplexity"]),
+        *[(f"KN-5 + cache + memory, {k} keys", mem_test[k, "cache"]["test_perplexity"])
+          for k in a.memory_keys],
+        *[(f"KN-5 + cache + patterns + memory, {k} keys", mem_test[k, "full"]["test_perplexity"])
+          for k in a.memory_keys],
+        (f"RETGEN full system: KN-5 + cache + patterns + memory ({chosen['keys']} keys, chosen "
+         "on valid), scored by the engine", rep_full["perplexity"]),
+        ("patterns + KN-5 without the context cache", rep_nocache["perplexity"]),
         ("KenLM 5-gram (reference given in the brief, not re-run)", kenlm),
     ]
+    mem_only = {k: mem_test[k, "cache"]["test_perplexity"] for k in a.memory_keys}
     result = {
         "corpus": a.corpus,
+        "full_system_test_perplexity": rep_full["perplexity"],
+        "memory": {"chosen": chosen,
+                   "test": {f"{k}/{b}": {x: v for x, v in r.items() if x != "found"}
+                            for (k, b), r in mem_test.items()},
+                   "memory_alone_over_cache": {k: v / rep["backoff_cache_perplexity"]
+                                               for k, v in mem_only.items()},
+                   "grid": mem_grid, "build_seconds": mem_build_s, **_memory.memory_bytes(mem),
+                   "eval_ms_per_token": 1000 * full_secs / rep_full["tokens"],
+                   "generate_tokens_per_second": gen_mem["median"],
+                   "generate_runs_tokens_per_second": gen_mem["runs"],
+                   "generate_sample": gen_mem["sample"]},
         "valid_perplexity": best["valid_perplexity"],
         "test_perplexity": rep["perplexity"],
         "test_perplexity_without_cache": rep_nocache["perplexity"],
@@ -262,7 +338,8 @@ def main() -> None:
     (a.out / f"{a.corpus}.json").write_text(json.dumps(result, indent=1))
     md = [f"# {a.corpus}: RETGEN vs Kneser-Ney (test split)", "",
           f"Machine: {mach['cpu']}, {mach['cores']} cores, load {mach['load_average'][0]:.1f} at "
-          f"start / {mach['load_average_end'][0]:.1f} at end; {mach['date']}.", "",
+          f"start / {mach['load_average_end'][0]:.1f} at end; {mach['date']}; CPU flags "
+          f"{mach['cpu_flags']}.", "",
           "| model | test perplexity | ratio to KenLM 5-gram |", "|---|---|---|",
           *[f"| {name} | {v:.2f} | {v / kenlm:.3f} |" for name, v in rows], "",
           "| measure | value |", "|---|---|",
@@ -277,8 +354,18 @@ def main() -> None:
           f"{flat_bytes / index_bytes:.1f}x smaller than flat float32, {flat_bytes / 2**20:.1f} MiB) |",
           f"| build: encode / index / total s | {stats.get('build_seconds_encode', 0):.0f} / "
           f"{stats.get('build_seconds_index', 0):.0f} / {stats.get('build_seconds_total', 0):.0f} |",
-          f"| generation tokens/s (median of {len(gen['runs'])}, with traces) | {gen['median']:.1f} |",
-          f"| eval ms/token (test, batched) | {result['eval_ms_per_token']:.3f} |", ""]
+          f"| generation tokens/s (median of {len(gen['runs'])}, with traces), memory off | {gen['median']:.1f} |",
+          f"| generation tokens/s (median of {len(gen_mem['runs'])}, with traces), memory on | {gen_mem['median']:.1f} |",
+          f"| eval ms/token (test, batched), without memory | {result['eval_ms_per_token']:.3f} |",
+          f"| eval ms/token (test, batched), full system with memory | {result['memory']['eval_ms_per_token']:.3f} |",
+          f"| memory | {mem.passages:,} passages of {mem.config.passage_length} tokens; n-gram tables "
+          f"{result['memory']['table_bytes'] / 2**20:.1f} MiB, store {result['memory']['store_bytes'] / 2**20:.1f} MiB; "
+          f"built in {mem_build_s:.0f} s |",
+          f"| memory tuned on valid | keys {chosen['keys']}, k {chosen['k']}, refresh {chosen['refresh']}, "
+          f"temperature {chosen['temperature']}, weights {chosen['weights']}, kappa {chosen['kappa']} |",
+          "| memory alone / KN-5 + cache (test) | "
+          + ", ".join(f"{k} {v:.3f}" for k, v in result['memory']['memory_alone_over_cache'].items()) + " |",
+          ""]
     (a.out / f"{a.corpus}.md").write_text("\n".join(md))
     print("\n".join(md))
 

@@ -34,6 +34,7 @@ from .text.tokenizer import Tokenizer, Vocabulary
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "patterns.faiss"
+MEMORY_DIR = "memory"  # the document memory: its own committed directory inside the model
 LEARNED = ("reranker", "policy")
 
 
@@ -52,6 +53,7 @@ class ModelParts:
     vectors: Optional[np.ndarray] = None  # float16 context embeddings (index.keep_vectors)
     reranker: Any = None        # learned EnergyReranker (or None: fixed energy weights)
     policy: Any = None          # learned RetrievalPolicy (or None)
+    memory: Any = None          # the document memory (memory.PassageMemory, or None)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ class Variant:
     policy: use the learned retrieval policy if the model has one;
     cache: another context cache (a ``CacheConfig`` or a ``ContextCache``; None: the config's);
     energy: an explicit energy model (overrides the reranker's and the config's weights);
-    index: another index over the same patterns (same ids), e.g. another faiss spec.
+    index: another index over the same patterns (same ids), e.g. another faiss spec;
+    memory: read the document memory (False: the model as without one).
     """
 
     reranker: bool = True
@@ -74,6 +77,7 @@ class Variant:
     cache: CacheConfig | ContextCache | None = None
     energy: Optional[EnergyModel] = None
     index: Optional[FaissIndex] = None
+    memory: bool = True
 
 
 @dataclass
@@ -95,14 +99,15 @@ def assemble(parts: ModelParts, config: RETGENConfig, variant: Variant = Variant
     qlen = r.query_length or max(config.patterns.lengths)
     index = variant.index or parts.index
     retriever = PatternRetriever(parts.patterns, index, parts.encoder, parts.tokenizer,
-                                 parts.stream, len(parts.tokenizer.vocab), qlen, energy)
+                                 parts.stream, parts.backoff.V, qlen, energy)
     # per-call defaults: a trained reranker brings the temperature and lambda it was fitted with
     defaults = RetrievalParams(k=r.k, temperature=reranker.tau if reranker is not None else r.temperature,
                                lam=reranker.lam if reranker is not None else r.lam,
                                nprobe=index.default_nprobe if index.nlist else None,
                                budget=r.budget)
     lm = RetgenLM(parts.backoff, retriever, parts.policy if variant.policy else None, cache,
-                  gate=gate, defaults=defaults)
+                  gate=gate, defaults=defaults, memory=parts.memory if variant.memory else None,
+                  vocab=parts.tokenizer.vocab)
     sources = SourceText(parts.stream, parts.doc_offsets, parts.doc_names, parts.tokenizer,
                          config.patterns.snippet_tokens)
     return Assembled(retriever, lm, sources,
@@ -112,7 +117,16 @@ def assemble(parts: ModelParts, config: RETGENConfig, variant: Variant = Variant
 # -- model directories ---------------------------------------------------------------------
 def save_parts(parts: ModelParts, config: RETGENConfig, out, overwrite: bool = False,
                extra: Optional[dict] = None) -> Path:
-    """Write a model directory (arrays, index, JSON, learned parts, checksummed manifest)."""
+    """Write a model directory (arrays, index, JSON, learned parts, checksummed manifest), then
+    its document memory (``memory/``, committed on its own: :meth:`PassageMemory.save`)."""
+    path = _save_model(parts, config, out, overwrite, extra)
+    if parts.memory is not None:
+        parts.memory.save(path / MEMORY_DIR)
+    return path
+
+
+def _save_model(parts: ModelParts, config: RETGENConfig, out, overwrite: bool,
+                extra: Optional[dict]) -> Path:
     extra = dict(extra or {})
     with ModelWriter(out, overwrite=overwrite) as w:
         w.add_array("corpus_ids", parts.stream)
@@ -122,7 +136,9 @@ def save_parts(parts: ModelParts, config: RETGENConfig, out, overwrite: bool = F
         if parts.vectors is not None:
             w.add_array("vectors", parts.vectors)
         w.add_json("docs.json", parts.doc_names)
-        w.add_text("vocab.json", parts.tokenizer.vocab.to_json())
+        # the training vocabulary only: words the memory added are saved with the memory
+        w.add_text("vocab.json", json.dumps(parts.tokenizer.vocab.itos[:parts.backoff.V],
+                                            ensure_ascii=False))
         w.add_text("config.json", config.to_json())
         parts.index.save(w.path(INDEX_FILE))
         learned = {}
@@ -137,7 +153,7 @@ def save_parts(parts: ModelParts, config: RETGENConfig, out, overwrite: bool = F
             extra.pop("learned", None)
         return w.commit({
             "encoder": parts.encoder.info(),
-            "tokenizer": {"mode": parts.tokenizer.mode, "vocab_size": len(parts.tokenizer.vocab)},
+            "tokenizer": {"mode": parts.tokenizer.mode, "vocab_size": parts.backoff.V},
             "backoff": parts.backoff.describe(),
             "index": parts.index.describe(INDEX_FILE),
             "patterns": parts.patterns.describe(),
@@ -194,9 +210,17 @@ def _load_parts(d: Path, encoder: Optional[Encoder], verify: bool, mmap: bool
         from .learn.policy import RetrievalPolicy
 
         modules["policy"] = RetrievalPolicy.load(safe_path(v, learned["policy"], "policy"))
-    parts = ModelParts(Tokenizer(m["tokenizer"]["mode"], vocab), encoder,
-                       KneserNeyLM.from_saved(arrays, m["backoff"], len(vocab)),
-                       PatternTable.from_arrays(arrays), index, arrays["corpus_ids"],
+    tokenizer = Tokenizer(m["tokenizer"]["mode"], vocab)
+    backoff = KneserNeyLM.from_saved(arrays, m["backoff"], len(vocab))  # before the vocab grows
+    if (d / MEMORY_DIR).exists():
+        from .memory.memory import PassageMemory
+
+        modules["memory"] = PassageMemory.load(d / MEMORY_DIR, tokenizer, encoder, backoff.V,
+                                               verify=verify)
+    else:
+        log.info("model %s has no document memory; give it one with `retgen memory add --model "
+                 "%s --corpus FILE` or engine.memory.add(texts)", d, d)
+    parts = ModelParts(tokenizer, encoder, backoff, PatternTable.from_arrays(arrays), index, arrays["corpus_ids"],
                        arrays["doc_offsets"], doc_names, arrays.get("vectors"), **modules)
     return config, parts, m
 

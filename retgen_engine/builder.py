@@ -30,6 +30,7 @@ class BuiltModel:
     index: FaissIndex
     stats: dict = field(default_factory=dict)
     vectors: Optional[np.ndarray] = None  # float16 [P, dim] when index.keep_vectors
+    memory: object = None  # the document memory of the corpus (memory.PassageMemory)
 
 
 def encode_patterns(patterns: PatternTable, corpus: TokenizedCorpus, encoder: Encoder,
@@ -51,11 +52,13 @@ def encode_patterns(patterns: PatternTable, corpus: TokenizedCorpus, encoder: En
 
 
 def build(source: CorpusSource, config: RETGENConfig, encoder: Encoder,
-          progress: bool = True) -> BuiltModel:
+          progress: bool = True, vocab=None) -> BuiltModel:
+    """``vocab``: a given vocabulary (words outside it read as ``<unk>``) instead of the corpus's."""
     stats: dict = {}
     t0 = time.perf_counter()
     mode = config.tokenizer.mode if config.tokenizer.mode != "auto" else source.default_mode()
-    corpus = tokenize_corpus(source, mode, min_count=config.tokenizer.min_count, progress=progress)
+    corpus = tokenize_corpus(source, mode, min_count=config.tokenizer.min_count, vocab=vocab,
+                             progress=progress)
     V = len(corpus.vocab)
     stats["tokenizer_mode"] = mode
     stats["corpus_tokens"] = int(len(corpus.ids))
@@ -85,7 +88,16 @@ def build(source: CorpusSource, config: RETGENConfig, encoder: Encoder,
         stats["build_seconds_index"] = time.perf_counter() - t
         kept = np.asarray(vecs, dtype=np.float16) if config.index.keep_vectors else None
     stats["index_spec"] = index.spec
+    memory = None
+    if config.memory.enabled:
+        from .memory.memory import PassageMemory
+
+        t = time.perf_counter()
+        memory = PassageMemory.from_corpus(corpus.tokenizer, encoder, config.memory, corpus.ids,
+                                           corpus.doc_offsets, corpus.doc_names, progress)
+        stats["build_seconds_memory"] = time.perf_counter() - t
+        stats["memory_passages"] = memory.passages
     stats["build_seconds_total"] = time.perf_counter() - t0
     log.info("built %d patterns, index %s, in %.1fs", len(patterns), index.spec,
              stats["build_seconds_total"])
-    return BuiltModel(corpus, backoff, patterns, index, stats, kept)
+    return BuiltModel(corpus, backoff, patterns, index, stats, kept, memory)

@@ -1,4 +1,4 @@
-"""The ``retgen`` command line: build, train, eval, generate, info, demo."""
+"""The ``retgen`` command line: build, train, eval, generate, info, demo, memory."""
 # (--help shows DESCRIPTION below, plain text, not this docstring)
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Any, Optional, Sequence
 
 DESCRIPTION = ("RETGEN: a retrieval-enhanced non-parametric language model. Build a model "
                "from a corpus, then evaluate it, generate text with per-token sources, train "
-               "its learned parts, or describe it. 'retgen COMMAND --help' lists a command's "
-               "options.")
+               "its learned parts, add documents to its memory, or describe it. 'retgen "
+               "COMMAND --help' lists a command's options.")
 BACKENDS = ("auto", "torch", "onnx")
 DTYPES = ("auto", "float32", "bfloat16", "int8")
 
@@ -39,9 +39,8 @@ def _load_engine(a: argparse.Namespace, verify: bool = True):
     """The model of ``--model``, its encoder loaded with --encoder-backend/--encoder-dtype."""
     from . import RETGENConfig, RetgenEngine
 
-    over = _encoder_overrides(a)
     encoder = None
-    if over:
+    if over := _encoder_overrides(a):
         from .persist.commit import resolve
         from .search.encoder import load_encoder_from_config
 
@@ -56,20 +55,17 @@ def _load_engine(a: argparse.Namespace, verify: bool = True):
     return RetgenEngine.load(a.model, encoder=encoder, verify=verify)
 
 
-
 def _load_dataset(name: str, split: str):
     try:
         import datasets
     except ImportError:
         raise ValueError("--dataset needs the 'datasets' package: pip install 'retgen[datasets]'") from None
-    if Path(name).is_dir():
-        ds = datasets.load_from_disk(name)
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise ValueError(f"dataset {name!r} has no split {split!r}; splits: {list(ds)}")
-            ds = ds[split]
-        return ds
-    return datasets.load_dataset(name, split=split)
+    if not Path(name).is_dir():
+        return datasets.load_dataset(name, split=split)
+    ds = datasets.load_from_disk(name)
+    if isinstance(ds, datasets.DatasetDict) and split not in ds:
+        raise ValueError(f"dataset {name!r} has no split {split!r}; splits: {list(ds)}")
+    return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
 
 
 def _apply_cache(eng, a: argparse.Namespace) -> None:
@@ -86,8 +82,7 @@ def cmd_build(a: argparse.Namespace) -> int:
     from . import RETGENConfig, RetgenEngine
 
     config = RETGENConfig.load(a.config) if a.config else RETGENConfig()
-    over = _encoder_overrides(a)
-    if over:
+    if over := _encoder_overrides(a):
         config.encoder = type(config.encoder).model_validate({**config.encoder.model_dump(),
                                                               **over})
     dataset = _load_dataset(a.dataset, a.split) if a.dataset else None
@@ -103,8 +98,6 @@ def cmd_build(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from . import RetgenEngine
-
     eng = _load_engine(a)
     _apply_cache(eng, a)
     rep = eng.perplexity(a.data, progress=not a.quiet, **_retrieval_overrides(a))
@@ -118,23 +111,18 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
-def _one_line(text: str) -> str:
-    """A snippet on one line: line breaks shown as a visible marker."""
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "⏎")
-
-
 def _print_trace(tok) -> None:
     """A token's sources, each once (shares of one source summed), none under 0.05%."""
     merged: dict[tuple, list] = {}
     for e in tok.trace:
-        key = (e.document, e.offset, e.snippet)
-        m = merged.setdefault(key, [0.0, []])
+        m = merged.setdefault((e.document, e.offset, e.snippet), [0.0, []])
         m[0] += e.weight
         if e.kind not in m[1]:
             m[1].append(e.kind)
     for (doc, off, snippet), (w, kinds) in sorted(merged.items(), key=lambda kv: -kv[1][0]):
-        if w >= 0.0005:  # what prints as 0.0% is no source
-            print(f"    {w:6.1%} {'+'.join(kinds):7s} {doc}@{off}: ...{_one_line(snippet)}")
+        if w >= 0.0005:  # what prints as 0.0% is no source; line breaks shown as a marker
+            snippet = snippet.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "⏎")
+            print(f"    {w:6.1%} {'+'.join(kinds):7s} {doc}@{off}: ...{snippet}")
 
 
 def cmd_generate(a: argparse.Namespace) -> int:
@@ -147,8 +135,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
         sys.stdout.write(a.prompt)
         toks = []
         for tok in eng.stream(a.prompt, **kw):
-            sys.stdout.write(tok.text)
-            sys.stdout.flush()
+            print(tok.text, end="", flush=True)
             toks.append(tok)
         sys.stdout.write("\n")
     else:
@@ -163,21 +150,19 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from . import RetgenEngine
     from .learn.training import train
 
-    eng = RetgenEngine.load(a.model)
+    eng = _load_engine(a)
     rep = train(eng, reranker=not a.policy_only, policy=not a.reranker_only, seed=a.seed,
                 max_queries=a.queries, fraction=a.fraction, progress=not a.quiet,
                 policy_method=a.policy_method, cost=a.retrieval_cost,
                 skip_budget=a.retrieval_budget)
     summary = {"queries": rep["queries"], "seconds": round(rep["seconds"], 1),
                "backoff_nll": rep["backoff_nll"], "fixed": rep["fixed"]}
-    for part in ("reranker", "policy"):
-        if part in rep:
-            summary[part] = {k: rep[part][k] for k in (
-                "val_nll_before", "val_nll_after", "val_nll_best_fixed", "val_reward_before",
-                "val_reward_after", "best_step") if k in rep[part]}
+    keep = ("val_nll_before", "val_nll_after", "val_nll_best_fixed", "val_reward_before",
+            "val_reward_after", "best_step")
+    summary.update({part: {k: rep[part][k] for k in keep if k in rep[part]}
+                    for part in ("reranker", "policy") if part in rep})
     if "skip" in rep.get("policy", {}):
         summary["policy"]["skip"] = {k: rep["policy"]["skip"][k] for k in (
             "budget", "val_retrieval_rate", "val_gain_kept_share")}
@@ -213,6 +198,37 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_memory_add(a: argparse.Namespace) -> int:
+    from .memory.documents import add_documents, read_documents
+
+    ids, texts, metas = read_documents(a.corpus, a.paragraphs, a.encoding_errors)  # files first
+    eng = _load_engine(a)
+    r = add_documents(eng.memory, ids, texts, metas, progress=not a.quiet)
+    eng.save_memory()
+    print(f"added {r['documents']} documents ({r['passages']} passages, {r['new_words']} new "
+          f"words) to the memory of {a.model}; it holds {len(eng.memory)} documents, "
+          f"{eng.memory.passages} passages")
+    return 0
+
+
+def cmd_memory_delete(a: argparse.Namespace) -> int:
+    eng = _load_engine(a)
+    n = eng.memory.delete(a.id)
+    if n:  # nothing deleted: the memory on disk stays as it is
+        eng.save_memory()
+    print(f"deleted {n} of {len(set(a.id))} ids (unknown ids are ignored)")
+    return 0
+
+
+def cmd_memory_list(a: argparse.Namespace) -> int:
+    from .memory.documents import document_table
+
+    docs = _load_engine(a).memory.documents()
+    print(json.dumps(docs, indent=2, ensure_ascii=False, default=str) if a.json else
+          "\n".join(document_table(docs)))
+    return 0
+
+
 def _encoder_flags(sp, building: bool) -> None:
     what = ("how the encoder runs for this build (recorded in the model's config)" if building
             else "how the encoder runs for this command (the model's vectors do not change)")
@@ -232,26 +248,29 @@ def _retrieval_flags(sp) -> None:
     sp.add_argument("--nprobe", type=int, help="IVF lists probed per search" + dflt)
     sp.add_argument("--budget", type=float, help="share of tokens that retrieve, in (0, 1] "
                     "(the learned policy's skip stage)" + dflt)
-    sp.add_argument("--cache-window", type=int, help="context cache window (tokens)" + dflt)
-    sp.add_argument("--cache-unigram", type=float, help="context cache unigram weight" + dflt)
-    sp.add_argument("--cache-bigram", type=float, help="context cache bigram weight" + dflt)
-    sp.add_argument("--cache-trigram", type=float, help="context cache trigram weight" + dflt)
-    sp.add_argument("--cache-decay", type=float,
-                    help="context cache unigram decay in tokens (0: none)" + dflt)
-    sp.add_argument("--cache-kappa", type=float, help="context cache: bigram/trigram weights "
-                    "scale by n / (n + kappa)" + dflt)
+    for name, text in (("window", " window (tokens)"), ("unigram", " unigram weight"),
+                       ("bigram", " bigram weight"), ("trigram", " trigram weight"),
+                       ("decay", " unigram decay in tokens (0: none)"),
+                       ("kappa", ": bigram/trigram weights scale by n / (n + kappa)")):
+        sp.add_argument(f"--cache-{name}", type=int if name == "window" else float,
+                        help="context cache" + text + dflt)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="retgen", description=DESCRIPTION, formatter_class=_Help)
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND",
-                           help="build, eval, generate, train, info or demo")
+                           help="build, eval, generate, train, info, demo or memory")
 
-    def cmd(name: str, text: str):
-        return sub.add_parser(name, help=text, description=text + ".", formatter_class=_Help)
+    def cmd(name: str, text: str, func=None, model: bool = False, under=sub):
+        sp = under.add_parser(name, help=text, description=text + ".", formatter_class=_Help)
+        if model:
+            sp.add_argument("--model", required=True, help="the model directory (required)")
+        if func is not None:  # "memory" has none: its action's parser sets it
+            sp.set_defaults(func=func)
+        return sp
 
-    b = cmd("build", "build a model directory from a corpus")
+    b = cmd("build", "build a model directory from a corpus", cmd_build)
     b.add_argument("--corpus", nargs="*", default=[], metavar="PATH",
                    help="text files (.tokens: word level; others: raw text)")
     b.add_argument("--dataset", help="a Hugging Face dataset: saved directory or hub name "
@@ -267,19 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
     _encoder_flags(b, building=True)
     b.add_argument("--quiet", action="store_true", help="no progress bars")
-    b.set_defaults(func=cmd_build)
 
-    e = cmd("eval", "perplexity of a model on a file")
-    e.add_argument("--model", required=True, help="the model directory (required)")
+    e = cmd("eval", "perplexity of a model on a file", cmd_eval, model=True)
     e.add_argument("--data", required=True, help="the text file to score (required)")
     e.add_argument("--json", action="store_true", help="print the full report as JSON")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     _encoder_flags(e, building=False)
     _retrieval_flags(e)
-    e.set_defaults(func=cmd_eval)
 
-    g = cmd("generate", "generate text, optionally with each token's sources")
-    g.add_argument("--model", required=True, help="the model directory (required)")
+    g = cmd("generate", "generate text, optionally with each token's sources", cmd_generate,
+            model=True)
     g.add_argument("--prompt", required=True, help="the text to continue (required)")
     dflt = " (default: the model's config)"
     g.add_argument("--max-new-tokens", type=int, help="tokens to generate" + dflt)
@@ -287,18 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=int, help="sample among the k likeliest tokens" + dflt)
     g.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1]" + dflt)
     g.add_argument("--repetition-penalty", type=float, help="penalty on repeated tokens" + dflt)
-    g.add_argument("--stop", action="append",
-                   help="stop string, repeatable (default: none)")
+    g.add_argument("--stop", action="append", help="stop string, repeatable (default: none)")
     g.add_argument("--seed", type=int, help="random seed (default: fresh randomness)")
     g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     g.add_argument("--trace", action="store_true",
                    help="after the text, show each token's sources in the corpus")
     _encoder_flags(g, building=False)
     _retrieval_flags(g)
-    g.set_defaults(func=cmd_generate)
 
-    t = cmd("train", "train the energy reranker and retrieval policy")
-    t.add_argument("--model", required=True, help="the model directory (required)")
+    t = cmd("train", "train the energy reranker and retrieval policy", cmd_train, model=True)
     pick = t.add_mutually_exclusive_group()
     pick.add_argument("--reranker-only", action="store_true", help="train only the reranker")
     pick.add_argument("--policy-only", action="store_true", help="train only the policy")
@@ -314,21 +327,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of tokens the policy's skip stage lets retrieve, in (0, 1]; "
                         "callers can choose another per call (--budget)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
-    t.set_defaults(func=cmd_train)
 
-    i = cmd("info", "describe a model directory")
-    i.add_argument("--model", required=True, help="the model directory (required)")
+    i = cmd("info", "describe a model directory", cmd_info, model=True)
     i.add_argument("--verify", action="store_true",
                    help="check the sha256 of every file and of the manifest")
     _encoder_flags(i, building=False)
-    i.set_defaults(func=cmd_info)
 
-    d = cmd("demo", "build on the bundled sample corpus and generate with traces")
+    d = cmd("demo", "build on the bundled sample corpus and generate with traces", cmd_demo)
     d.add_argument("--out", help="where to write the model (default: a temporary directory)")
     d.add_argument("--prompts", nargs="*", help="prompts to continue (default: two examples)")
     d.add_argument("--max-new-tokens", type=int, default=30, help="tokens per prompt")
     d.add_argument("--seed", type=int, default=0, help="random seed")
-    d.set_defaults(func=cmd_demo)
+
+    msub = cmd("memory", "add, delete or list the documents of a model's memory").add_subparsers(
+        dest="memory_cmd", required=True, metavar="ACTION", help="add, delete or list")
+    ma = cmd("add", "add text files to the memory (a document added again is replaced)",
+             cmd_memory_add, True, msub)
+    ma.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
+                    help="text files, each one document, its id the path as given (required)")
+    ma.add_argument("--paragraphs", action="store_true", help="raw text files hold blank-line "
+                    "separated documents, their ids PATH#N (N counts from 0)")
+    ma.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"],
+                    help="what to do with bytes that are not UTF-8")
+    ma.add_argument("--quiet", action="store_true", help="no progress bars")
+    md = cmd("delete", "delete documents from the memory by id", cmd_memory_delete, True, msub)
+    md.add_argument("--id", nargs="+", required=True, metavar="ID",
+                    help="document ids, as 'retgen memory list' shows them (required)")
+    ml = cmd("list", "list the documents of the memory", cmd_memory_list, True, msub)
+    ml.add_argument("--json", action="store_true", help="print the documents as JSON")
     return p
 
 
@@ -347,7 +373,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _fail(f"{where}: {err.get('msg')} (got {err.get('input')!r})")
         return 2
     except (ValueError, TypeError, OSError) as e:  # ModelFormatError, ArgumentError included
-        _fail(_cli_wording(str(e) or type(e).__name__))
+        _fail(str(e) or type(e).__name__)
         return 2
     except KeyboardInterrupt:
         print("retgen: interrupted; the model on disk is the last complete version",
@@ -362,13 +388,9 @@ _API_TO_CLI = [  # engine messages name Python arguments; the CLI names its flag
 ]
 
 
-def _cli_wording(msg: str) -> str:
+def _fail(msg: str) -> None:
     for pat, flag in _API_TO_CLI:
         msg = pat.sub(flag, msg)
-    return msg
-
-
-def _fail(msg: str) -> None:
     print(f"retgen: error: {' '.join(msg.split())}", file=sys.stderr)  # one line
 
 

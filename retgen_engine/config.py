@@ -172,6 +172,54 @@ class CacheConfig(BaseModel):
         return self
 
 
+class MemoryConfig(BaseModel):
+    """The document memory (:mod:`retgen_engine.memory`): passages of the training corpus and of
+    documents added later, found by the long preceding context; the n-gram statistics of the
+    passages found are mixed into the language model. The defaults were tuned on WikiText-2
+    valid by ``benchmarks/lm_benchmark.py`` (results/wikitext2.json, ``memory.chosen``)."""
+
+    model_config = _STRICT
+    #: cut the training corpus into passages at build time (False: start with an empty memory)
+    enabled: bool = True
+    #: tokens per passage; a longer document is split into several
+    passage_length: int = Field(128, ge=8, le=4096)
+    #: tokens between passage starts (None: the passage length, no overlap)
+    stride: Optional[int] = Field(None, ge=1, le=4096)
+    #: how passages are found: "lexical" (BM25, bm25s), "dense" (MiniLM vectors in the
+    #: document store) or "fused" (reciprocal-rank fusion of both)
+    keys: Literal["lexical", "dense", "fused"] = "lexical"
+    #: passages retrieved per query
+    k: int = Field(128, ge=1, le=4096)
+    #: the query is refreshed every ``refresh`` tokens (from past tokens only)
+    refresh: int = Field(8, ge=1, le=4096)
+    #: tokens before the refresh point that make the query
+    query_length: int = Field(64, ge=1, le=4096)
+    #: passage weights: softmax((score / best score - 1) / temperature)
+    temperature: float = Field(0.2, gt=0.0)
+    #: n-gram orders read from the passages (1..order)
+    order: int = Field(5, ge=1, le=10)
+    #: weight of each order's distribution (sum < 1); scaled by n / (n + kappa), n the times
+    #: the history occurs in the passages found
+    weights: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [0.05, 0.11, 0.03, 0.06, 0.12])
+    kappa: list[Annotated[float, Field(ge=0.0)]] = Field(
+        default_factory=lambda: [0.4, 7.4, 0.2, 6.0, 0.06])
+    #: the constant of reciprocal-rank fusion, 1 / (rrf_k + rank)
+    rrf_k: float = Field(60.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "MemoryConfig":
+        if len(self.weights) != self.order or len(self.kappa) != self.order:
+            raise ValueError(f"memory weights ({len(self.weights)}) and kappa "
+                             f"({len(self.kappa)}) need one value per order (order={self.order})")
+        if sum(self.weights) >= 1:
+            raise ValueError(f"memory weights {self.weights}: each >= 0 and their sum < 1")
+        if self.stride is not None and self.stride > self.passage_length:
+            raise ValueError(f"memory stride={self.stride} exceeds passage_length="
+                             f"{self.passage_length}: text between passages would be skipped")
+        return self
+
+
 class EnergyConfig(BaseModel):
     model_config = _STRICT
     #: temperature of softmax(-E / T) over the retrieved patterns.
@@ -218,6 +266,7 @@ class RETGENConfig(BaseModel):
     backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)

@@ -10,7 +10,9 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .assembly import ModelParts, Variant, assemble, load_parts, save_parts
+from .assembly import MEMORY_DIR, ModelParts, Variant, assemble, load_parts, save_parts
+from .docstore.store import DocumentStore
+from .memory.memory import PassageMemory
 from .builder import BuiltModel, build
 from .checks import int_arg, optional, str_list_arg, token_ids_arg
 from .config import GenerationConfig, RETGENConfig
@@ -22,6 +24,7 @@ from .persist.modeldir import read_manifest
 from .search.encoder import Encoder, load_encoder_from_config
 from .search.index import table_bytes
 from .text.corpus import CorpusSource, read_eval_tokens
+from .text.tokenizer import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,11 @@ class RetgenEngine:
               out: str | os.PathLike | None = None, config: RETGENConfig | None = None,
               encoder: Encoder | None = None, dataset: Any = None, text_column: str = "text",
               split_paragraphs: bool = False, encoding_errors: str = "strict",
-              overwrite: bool = False, progress: bool = True) -> "RetgenEngine":
-        """Build a model from files (and/or a ``datasets`` dataset); save it to ``out`` if given."""
+              overwrite: bool = False, progress: bool = True,
+              vocabulary: Optional[Vocabulary] = None) -> "RetgenEngine":
+        """Build a model from files (and/or a ``datasets`` dataset); save it to ``out`` if given.
+        ``vocabulary``: use this vocabulary instead of the corpus's (e.g. to compare models built
+        on parts of a corpus); words outside it read as ``<unk>``."""
         config = config or RETGENConfig()
         paths = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus or [])
         if out is not None:  # fail before the expensive work, not after
@@ -76,10 +82,13 @@ class RetgenEngine:
         source = CorpusSource(paths, dataset=dataset, text_column=text_column,
                               split_paragraphs=split_paragraphs, encoding_errors=encoding_errors)
         encoder = encoder or load_encoder_from_config(config.encoder)
-        built: BuiltModel = build(source, config, encoder, progress=progress)
+        if vocabulary is not None and not isinstance(vocabulary, Vocabulary):
+            raise TypeError(f"vocabulary is a {type(vocabulary).__name__}, expected a Vocabulary")
+        built: BuiltModel = build(source, config, encoder, progress=progress,
+                                  vocab=None if vocabulary is None else Vocabulary(vocabulary.itos))
         c = built.corpus
         parts = ModelParts(c.tokenizer, encoder, built.backoff, built.patterns, built.index,
-                           c.ids, c.doc_offsets, c.doc_names, built.vectors)
+                           c.ids, c.doc_offsets, c.doc_names, built.vectors, memory=built.memory)
         engine = cls(config, parts, manifest={"build_stats": built.stats})
         if out is not None:
             engine.save(out, overwrite=overwrite)
@@ -118,15 +127,45 @@ class RetgenEngine:
         config, parts, manifest = load_parts(d, encoder, verify=verify, mmap=mmap)
         return cls(config, parts, manifest=manifest, model_dir=d)
 
+    # -- the document memory -----------------------------------------------------------
+    @property
+    def memory(self) -> PassageMemory:
+        """The document memory (:class:`~retgen_engine.memory.memory.PassageMemory`):
+        ``add(texts, ids=None, metadatas=None)``, ``delete(ids)``, ``len()``. A model without
+        one gets an empty memory here, read from the next call on."""
+        if self.parts.memory is None:
+            self.use_memory(None)
+        return self.parts.memory
+
+    def use_memory(self, store: Optional[DocumentStore] = None) -> PassageMemory:
+        """Read the memory from ``store`` (a document store shared with an adapter: what the
+        framework adds, the generator copies from); None: a new, empty memory."""
+        mem = PassageMemory(self.tokenizer, self.encoder, self.config.memory,
+                            self.backoff.V, store)
+        self.parts.memory = self.lm.memory = mem
+        return mem
+
+    def save_memory(self) -> Path:
+        """Commit the memory into the model directory (``<model>/memory``)."""
+        if self.model_dir is None:
+            raise ValueError("this engine has no model directory; use save(out) first")
+        return self.memory.save(Path(self.model_dir) / MEMORY_DIR)
+
     # -- parameters --------------------------------------------------------------------
     def retrieval_params(self, k: Optional[int] = None, temperature: Optional[float] = None,
                          lam: Optional[float] = None, nprobe: Optional[int] = None,
-                         policy: Optional[bool] = None, budget: Optional[float] = None
-                         ) -> RetrievalParams:
+                         policy: Optional[bool] = None, budget: Optional[float] = None,
+                         memory: Optional[bool] = None, memory_k: Optional[int] = None,
+                         memory_refresh: Optional[int] = None, memory_keys: Optional[str] = None,
+                         memory_temperature: Optional[float] = None) -> RetrievalParams:
         """Per-call retrieval parameters (see :meth:`RetgenLM.params
-        <retgen_engine.lm.mixture.RetgenLM.params>`)."""
+        <retgen_engine.lm.mixture.RetgenLM.params>`); ``memory=False`` leaves the document
+        memory out, ``memory_k``/``memory_refresh``/``memory_keys``/``memory_temperature``
+        override its config for this call."""
         return self.lm.params(k=k, temperature=temperature, lam=lam, nprobe=nprobe,
-                              policy=policy, budget=budget)
+                              policy=policy, budget=budget, memory=memory, memory_k=memory_k,
+                              memory_refresh=memory_refresh, memory_keys=memory_keys,
+                              memory_temperature=memory_temperature)
 
     def sampling_params(self, temperature=None, top_k=None, top_p=None, repetition_penalty=None,
                         allow_unk=None) -> SamplingParams:
@@ -148,6 +187,8 @@ class RetgenEngine:
     # -- language model ----------------------------------------------------------------
     def next_token_logprobs(self, context: str | Sequence[int], **retrieval: Any) -> np.ndarray:
         """log p(. | context) over the whole vocabulary (natural log; exp sums to 1)."""
+        if self.parts.memory is not None:
+            self.parts.memory.sync()  # before reading the context: it may grow the vocabulary
         ids = (self.generator.prompt_ids(context)[0] if isinstance(context, str) else
                token_ids_arg("context", context, len(self.vocab), allow_empty=True).tolist())
         logp, _ = self.lm.next_token_logprobs(ids, self.retrieval_params(**retrieval))
@@ -157,6 +198,8 @@ class RetgenEngine:
                    **retrieval: Any) -> dict:
         """Perplexity report for an evaluation file (standard word-level convention in
         ``words`` mode) or an array of token ids."""
+        if self.parts.memory is not None:
+            self.parts.memory.sync()
         if isinstance(data, (str, os.PathLike)):
             ids = read_eval_tokens(data, self.tokenizer)
         else:
@@ -199,6 +242,8 @@ class RetgenEngine:
         return {
             "model_dir": str(self.model_dir) if self.model_dir else None,
             "vocab_size": len(self.vocab),
+            "training_vocab_size": self.backoff.V,
+            "memory": self.parts.memory.stats() if self.parts.memory is not None else None,
             "tokenizer_mode": self.tokenizer.mode,
             "corpus_tokens": int(len(self.stream_ids)),
             "documents": len(self.doc_names),

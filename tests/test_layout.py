@@ -10,15 +10,16 @@ PKG = ROOT / "retgen_engine"
 
 # A subpackage may import only from those listed before it (and the top-level config).
 # config.py and checks.py are leaves every layer may read
-LAYERS = ["persist", "text", "ngram", "search", "lm", "learn", "docstore"]
+LAYERS = ["persist", "text", "ngram", "search", "docstore", "memory", "lm", "learn"]
 ALLOWED = {
     "persist": set(),
     "text": set(),
     "ngram": {"text"},
     "search": {"text", "ngram"},
-    "lm": {"text", "ngram", "search"},
-    "learn": {"persist", "text", "ngram", "search", "lm"},
     "docstore": {"persist", "search"},
+    "memory": {"persist", "text", "docstore"},
+    "lm": {"text", "ngram", "search", "memory"},
+    "learn": {"persist", "text", "ngram", "search", "lm"},
 }
 
 

@@ -70,7 +70,7 @@ def test_perplexity_report(tiny_engine, sample_corpus, tmp_path):
     assert rep["tokens"] == 7 + 1 + 1 + 3 + 1  # words + one <eos> per line, blank included
     assert rep["perplexity"] > 1 and rep["backoff_perplexity"] > 1
     assert 0 <= rep["retrieval_coverage"] <= 1
-    no_retrieval = tiny_engine.perplexity(f, lam=0.0)
+    no_retrieval = tiny_engine.perplexity(f, lam=0.0, memory=False)
     assert no_retrieval["perplexity"] == pytest.approx(rep["backoff_cache_perplexity"])
     assert no_retrieval["perplexity"] != pytest.approx(rep["backoff_perplexity"])  # cache is on
 

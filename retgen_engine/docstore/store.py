@@ -96,6 +96,7 @@ class DocumentStore(RerankedSearch, metaclass=StoreDispatch):  # backend="milvus
         self._rows: VectorRows = RawRows(dim or 0, vector_dtype)
         self._index: Optional[FaissIndex] = None
         self._trained_n = 0
+        self._revision = 0
 
     # -- introspection -----------------------------------------------------------------
     def __len__(self) -> int:
@@ -111,6 +112,17 @@ class DocumentStore(RerankedSearch, metaclass=StoreDispatch):  # backend="milvus
 
     def int_id(self, id: str) -> Optional[int]:
         return self._id_map.get(id)
+
+    @property
+    def revision(self) -> int:
+        """A counter that changes with every upsert, delete or clear (readers that derive state
+        from the records, such as the document memory, compare it)."""
+        return self._revision
+
+    def items(self) -> list[tuple[int, Record]]:
+        """(int id, record) of every record, in insertion order (a snapshot)."""
+        with self._lock:
+            return [(iid, Record(r.id, r.text, dict(r.metadata))) for iid, r in self._records.items()]
 
     @property
     def storage_mode(self) -> str:
@@ -189,6 +201,7 @@ class DocumentStore(RerankedSearch, metaclass=StoreDispatch):  # backend="milvus
                 self._records[iid] = Record(x, t, dict(m or {}))
             self._ensure_index().add_with_ids(v, iids, lists)
             self._maybe_retrain()
+            self._revision += 1
         return ids
 
     def delete(self, ids: Iterable[str]) -> int:
@@ -197,6 +210,7 @@ class DocumentStore(RerankedSearch, metaclass=StoreDispatch):  # backend="milvus
         with self._lock:
             iids = [self._id_map[x] for x in set(ids) if x in self._id_map]
             self._remove_int_ids(iids)
+            self._revision += bool(iids)
             return len(iids)
 
     def clear(self) -> None:
@@ -207,6 +221,7 @@ class DocumentStore(RerankedSearch, metaclass=StoreDispatch):  # backend="milvus
             self._rows = RawRows(self.dim or 0, self.vector_dtype)
             self._index = None
             self._trained_n = 0
+            self._revision += 1
 
     def _remove_int_ids(self, iids: list[int]) -> None:
         if not iids:

@@ -57,7 +57,7 @@ def build_training_data(engine, fraction: float = 0.02, max_queries: int = 20000
         raise ValueError(f"fraction={fraction}: the held-out slice must be in (0, 0.5)")
     t0 = time.perf_counter()
     stream = np.asarray(engine.stream_ids, dtype=np.int64)
-    T, V, order = len(stream), len(engine.vocab), engine.backoff.order
+    T, V, order = len(stream), engine.backoff.V, engine.backoff.order
     lmax = int(engine.patterns.length.max())
     cut = int(T * (1 - fraction))
     lo = cut + max(lmax, order) + 1

@@ -20,11 +20,13 @@ def prepend_context(ids: np.ndarray, vocab: Vocabulary) -> np.ndarray:
 
 
 def perplexity_report(lm: RetgenLM, ids: np.ndarray, vocab: Vocabulary, params: RetrievalParams,
-                      retrieved: Optional[Retrieved] = None, progress: bool = False) -> dict:
+                      retrieved: Optional[Retrieved] = None, progress: bool = False,
+                      memory_found: Optional[tuple] = None) -> dict:
     """Score every token of ``ids`` (already under the convention) and summarize."""
     seq = prepend_context(ids, vocab)
     t0 = time.perf_counter()
-    out = lm.score_stream(seq, params, start=1, retrieved=retrieved, progress=progress)
+    out = lm.score_stream(seq, params, start=1, retrieved=retrieved, progress=progress,
+                          memory_found=memory_found)
     secs = time.perf_counter() - t0
     n = len(out["logp"])
     cov = out["p_ret"] > 0
@@ -39,10 +41,13 @@ def perplexity_report(lm: RetgenLM, ids: np.ndarray, vocab: Vocabulary, params: 
             float(np.exp(-np.log(out["p_ret"][defined]).mean())) if defined.any() else None),
         "retrieval_defined_share": float(defined.mean()),
         "retrieval_rate": float(np.mean(out["lam"] > 0)),
+        "memory_rate": float(np.mean(out["lam_mem"] > 0)),
+        "before_memory_perplexity": float(np.exp(-out.get("logp_before_memory", out["logp"]).mean())),
         "ms_per_token": 1000.0 * secs / max(n, 1),
         "unk_share": float(np.mean(np.asarray(ids) == vocab.unk_id)),
         "params": {"k": params.k, "temperature": params.temperature, "lam": params.lam,
-                   "nprobe": params.nprobe, "use_policy": params.use_policy},
+                   "nprobe": params.nprobe, "use_policy": params.use_policy,
+                   "memory": None if params.memory is None else vars(params.memory)},
     }
     log.info("perplexity %.2f (back-off %.2f) over %d tokens", rep["perplexity"],
              rep["backoff_perplexity"], n)

@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 class TraceEntry:
     """One source that carried part of a token's probability."""
 
-    kind: str          # "pattern" (retrieved), "ngram" (exact back-off match) or "context"
-    #                    (the context cache: an earlier position of the prompt/output text)
+    kind: str          # "pattern" (retrieved), "ngram" (exact back-off match), "context"
+    #                    (the context cache: an earlier position of the prompt/output text) or
+    #                    "passage" (a passage of the document memory)
     weight: float      # share of the token's final probability
     document: str
     offset: int        # token offset within the document where the matched text ends
@@ -27,6 +28,7 @@ class TraceEntry:
     context: str       # the pattern's context, or the matched n-gram's history
     pattern_id: int = -1
     order: int = 0     # n-gram order matched (ngram) or context length (pattern)
+    passage: str = ""  # the memory record (passage) id
 
 
 @dataclass
@@ -124,6 +126,8 @@ class Generator:
     def prompt_ids(self, prompt: str) -> tuple[list[int], list[str]]:
         if not isinstance(prompt, str):
             raise TypeError(f"prompt is {type(prompt).__name__}, expected str")
+        if self.lm.memory is not None:
+            self.lm.memory.sync()  # words that only a newly added document has are known now
         toks = self.tokenizer.split(prompt)
         vocab = self.tokenizer.vocab
         unknown = [t for t in toks if t not in vocab]
@@ -138,7 +142,12 @@ class Generator:
             return entries
         itos = self.tokenizer.vocab.itos
         kn = self.lm.backoff
-        if info.lam > 0 and self.lm.retriever is not None:
+        keep = 1.0 - info.lam_mem  # the share the parts before the memory keep
+        if info.lam_mem > 0 and self.lm.memory is not None:
+            for c in self.lm.memory.contributions(info.history, info.memory, token, self.trace_top):
+                entries.append(TraceEntry("passage", c["share"] / p_final, c["doc_id"],
+                                          c["offset"], c["snippet"], "", -1, 0, c["record"]))
+        if info.lam > 0 and self.lm.retriever is not None and token < kn.V:
             ret = self.lm.retriever
             for pid, share in ret.contributions(info.retrieved, info.params.temperature, token,
                                                 weights=info.weights)[: self.trace_top]:
@@ -147,12 +156,13 @@ class Generator:
                 if order != len(ctx) + 1:  # continuation beyond the back-off's order
                     pos = int(ret.patterns.first[pid])
                 doc, off = self.sources.locate(pos)
-                entries.append(TraceEntry("pattern", info.lam * share / p_final, doc, off,
+                entries.append(TraceEntry("pattern", keep * info.lam * share / p_final, doc, off,
                                           self.sources.snippet(pos),
                                           self.tokenizer.context_text([itos[t] for t in ctx]),
                                           pid, len(ctx)))
-        w_kn = (1 - info.lam) * (1 - info.cache_mu.total) * info.p_kn[token] / p_final
-        order, pos = kn.longest_match(info.history, token)
+        w_kn = keep * (1 - info.lam) * (1 - info.cache_mu.total) * info.p_kn[token] / p_final
+        order, pos = (kn.longest_match([t if t < kn.V else 0 for t in info.history], token)
+                      if token < kn.V else (0, -1))  # a word the memory added: not in the back-off
         if pos >= 0:
             doc, off = self.sources.locate(pos)
             hist = [itos[t] for t in info.history[len(info.history) - order + 1:]] if order > 1 else []
@@ -163,7 +173,7 @@ class Generator:
             if share > 0 and at >= 0:
                 lo = max(0, at - self.sources.snippet_tokens + 1)
                 entries.append(TraceEntry(
-                    "context", (1 - info.lam) * share / p_final, "<context>", at - 1,
+                    "context", keep * (1 - info.lam) * share / p_final, "<context>", at - 1,
                     self.tokenizer.detokenize([itos[t] for t in info.history[lo:at + 1]]).strip(),
                     "", -1, 0))
         entries.sort(key=lambda e: -e.weight)

@@ -10,20 +10,31 @@ may decide, before anything is encoded, that a query does not retrieve at all (l
 Both parts are normalized over the whole vocabulary and p_base(w) > 0 for every w, so the
 mixture is a proper distribution with p(w) > 0 everywhere. Where retrieval finds nothing
 (lam is then 0) the base answers alone.
+
+The document memory (:mod:`retgen_engine.memory`) is mixed last, the same way:
+log p = logaddexp(log(1 - lam_mem) + log p(w), log(lam_mem) + log p_mem(w)).
+
+The vocabulary may grow when the memory reads words the training corpus did not have. The
+back-off and the patterns know the training vocabulary only: they read such a word as
+``<unk>``, and ``<unk>``'s back-off probability is shared equally by ``<unk>`` and every new
+word (:meth:`RetgenLM.grow`), so the base distribution still sums to 1 over the grown
+vocabulary with every token > 0; the cache and the memory count the new words themselves.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..checks import ArgumentError, float_arg, int_arg, optional
-from ..config import IndexConfig, RetrievalConfig, check_fields
+from ..config import IndexConfig, MemoryConfig, RetrievalConfig, check_fields
 from ..ngram.kneser_ney import KneserNeyLM
 from ..ngram.cache import CacheWeights, ContextCache
 from ..ngram.features import backoff_features, right_aligned, skip_features
 from ..search.retrieval import PatternRetriever, Retrieved
+from ..memory.mixture import MemoryParams
 
 
 _R = RetrievalConfig.model_fields
@@ -42,6 +53,8 @@ class RetrievalParams:
     use_policy: bool = False
     #: with the policy's skip stage: the share of queries that retrieve (None: its default)
     budget: Optional[float] = None
+    #: the document memory's parameters (None: the memory is not read)
+    memory: Optional[MemoryParams] = None
 
     def __post_init__(self):
         int_arg("k", self.k, 1)  # the number of retrieved patterns
@@ -86,6 +99,8 @@ class StepInfo:
     p_kn: np.ndarray = field(repr=False)
     p_ret: np.ndarray = field(repr=False)
     cache_mu: CacheWeights = CacheWeights()  # context-cache weights inside the base distribution
+    lam_mem: float = 0.0                     # the memory's weight in the final mixture
+    memory: Any = None                       # what the memory read (memory.StepMemory)
 
 
 @dataclass
@@ -108,22 +123,63 @@ class Lookup:
 class RetgenLM:
     def __init__(self, backoff: KneserNeyLM, retriever: Optional[PatternRetriever],
                  policy=None, cache: Optional[ContextCache] = None, gate=None,
-                 defaults: RetrievalParams = RetrievalParams()):
+                 defaults: RetrievalParams = RetrievalParams(), memory=None, vocab=None):
         self.backoff = backoff
+        self.memory = memory  # a PassageMemory (or None)
+        self.vocab = vocab    # the (growing) vocabulary; None: the back-off's
         self.retriever = retriever
         self.policy = policy
         self.gate = gate  # a learned EnergyReranker with a gate (or None: lam as given)
         self.cache = cache or ContextCache(unigram=0.0, bigram=0.0, trigram=0.0)
         self.defaults = defaults  # k, temperature, lam and nprobe when a call gives none
-        self.V = backoff.V
+
+    @property
+    def V(self) -> int:
+        """The vocabulary size now (the training vocabulary plus words the memory added)."""
+        return len(self.vocab) if self.vocab is not None else self.backoff.V
+
+    def base_ids(self, seq: np.ndarray) -> np.ndarray:
+        """``seq`` with words outside the training vocabulary read as ``<unk>``."""
+        seq = np.asarray(seq, dtype=np.int64)
+        return np.where(seq >= self.backoff.V, 0, seq) if len(seq) and seq.max() >= self.backoff.V else seq
+
+    def grow(self, p: np.ndarray) -> np.ndarray:
+        """A distribution over the training vocabulary extended to the grown one: ``<unk>``'s
+        probability shared equally by ``<unk>`` and each new word."""
+        extra = self.V - len(p)
+        if extra <= 0:
+            return p
+        share = p[0] / (extra + 1)
+        out = np.concatenate([p, np.full(extra, share)])
+        out[0] = share
+        return out
+
+    def memory_params(self, memory: Optional[bool] = None, k: Optional[int] = None,
+                      refresh: Optional[int] = None, keys: Optional[str] = None,
+                      temperature: Optional[float] = None) -> Optional[MemoryParams]:
+        """The memory's per-call parameters (None: not read). ``memory=None`` reads it when the
+        model has one; unset values are the memory's config."""
+        if memory is not None and not isinstance(memory, (bool, np.bool_)):
+            raise ArgumentError(f"memory={memory!r}: must be True, False or None")
+        if memory and self.memory is None:
+            raise ValueError("memory=True but this model has no document memory (add one with "
+                             "engine.memory.add(...) or `retgen memory add`)")
+        mp = MemoryParams.from_config(self.memory.config if self.memory is not None else
+                                      MemoryConfig(), k, refresh, keys, temperature)
+        return mp if self.memory is not None and memory is not False else None
 
     def params(self, k: Optional[int] = None, temperature: Optional[float] = None,
                lam: Optional[float] = None, nprobe: Optional[int] = None,
-               policy: Optional[bool] = None, budget: Optional[float] = None) -> RetrievalParams:
+               policy: Optional[bool] = None, budget: Optional[float] = None,
+               memory: Optional[bool] = None, memory_k: Optional[int] = None,
+               memory_refresh: Optional[int] = None, memory_keys: Optional[str] = None,
+               memory_temperature: Optional[float] = None) -> RetrievalParams:
         """Per-call parameters. With a trained policy and no explicit k/temperature/lam, the
         policy chooses them per query (``policy=False`` turns it off) and its skip stage lets
         only a ``budget`` share of the tokens encode and search (None: the trained default;
-        1: all); unset values are :attr:`defaults`."""
+        1: all); unset values are :attr:`defaults`. ``memory`` and ``memory_*``: see
+        :meth:`memory_params`."""
+        mp = self.memory_params(memory, memory_k, memory_refresh, memory_keys, memory_temperature)
         k = optional(int_arg, "k", k, 1)
         temperature = optional(float_arg, "temperature", temperature, 0.0, lo_open=True)
         lam = optional(float_arg, "lam", lam, 0.0, 1.0, hi_open=True)
@@ -150,7 +206,7 @@ class RetgenLM:
                                temperature=d.temperature if temperature is None else temperature,
                                lam=d.lam if lam is None else lam,
                                nprobe=nprobe if nlist else None, use_policy=use_policy,
-                               budget=budget)
+                               budget=budget, memory=mp)
 
     def _decide(self, params: RetrievalParams, vecs: np.ndarray, kf: Optional[np.ndarray]
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -258,44 +314,85 @@ class RetgenLM:
 
     def score_stream(self, seq: np.ndarray, params: RetrievalParams, start: int = 1,
                      retrieved: Optional[Retrieved] = None, progress: bool = False,
-                     query_vectors: Optional[np.ndarray] = None) -> dict:
-        """Per-position log-probs of seq[i] given seq[:i], i >= start, with their parts."""
+                     query_vectors: Optional[np.ndarray] = None,
+                     memory_found: Optional[tuple] = None) -> dict:
+        """Per-position log-probs of seq[i] given seq[:i], i >= start, with their parts
+        (``retrieved``/``memory_found``: one pattern search / memory search of this stream,
+        reused, as a benchmark's grid does)."""
+        with self._memory_lock(params):
+            return self._score_stream(seq, params, start, retrieved, progress, query_vectors,
+                                      memory_found)
+
+    def _memory_lock(self, params: RetrievalParams):
+        """The memory held still while it is read (``PassageMemory.frozen``): a document added
+        meanwhile (which may grow the vocabulary) is read by the next call."""
+        if self.memory is None or params.memory is None:
+            return contextlib.nullcontext()
+        return self.memory.frozen()
+
+    def _score_stream(self, seq, params, start, retrieved, progress, query_vectors, memory_found):
+        if self.memory is not None:
+            self.memory.sync()  # first: reading new documents may grow the vocabulary
         seq = np.asarray(seq, dtype=np.int64)
-        log_kn = self.backoff.stream_logprobs(seq, start=start)
+        bseq = self.base_ids(seq)  # what the back-off and the patterns read
+        log_kn = self.backoff.stream_logprobs(bseq, start=start)
+        if self.V > self.backoff.V:  # <unk>'s share, for <unk> and each new word
+            log_kn = log_kn - np.where(bseq[start:] == 0, np.log(self.V - self.backoff.V + 1), 0.0)
         log_base = self.cache.mix_stream(log_kn, seq, self.V, start=start)
         targets = seq[start:]
         n = len(targets)
         p_ret = np.zeros(n)
-        if not self._wants_retrieval(params):
-            return {"logp": log_base, "log_kn": log_kn, "log_base": log_base, "p_ret": p_ret,
-                    "lam": np.zeros(n), "retrieved_any": np.zeros(n, bool)}
-        lk = self.lookup(seq, np.arange(start, len(seq)), params, retrieved, query_vectors,
-                         progress)
-        if lk.sel.any():
-            p_ret[lk.sel] = self.retriever.target_probs(lk.r, targets[lk.sel], lk.tau[lk.sel],
-                                                        weights=lk.w)
-        return {"logp": mix_logprobs(log_base, p_ret, lk.lam_eff), "log_kn": log_kn,
-                "log_base": log_base, "p_ret": p_ret, "lam": lk.lam_eff,
-                "retrieved_any": lk.found}
+        out = {"logp": log_base, "log_kn": log_kn, "log_base": log_base, "p_ret": p_ret,
+               "lam": np.zeros(n), "retrieved_any": np.zeros(n, bool)}
+        if self._wants_retrieval(params):
+            lk = self.lookup(bseq, np.arange(start, len(seq)), params, retrieved, query_vectors,
+                             progress)
+            if lk.sel.any():
+                p_ret[lk.sel] = self.retriever.target_probs(lk.r, bseq[start:][lk.sel],
+                                                            lk.tau[lk.sel], weights=lk.w)
+                p_ret[targets >= self.backoff.V] = 0.0  # a pattern never continues with a new word
+            out.update(logp=mix_logprobs(log_base, p_ret, lk.lam_eff), lam=lk.lam_eff,
+                       retrieved_any=lk.found)
+        out["p_mem"], out["lam_mem"] = np.zeros(n), np.zeros(n)
+        if params.memory is not None and self.memory is not None:
+            p_mem, lam_mem = self.memory.stream_terms(seq, np.arange(start, len(seq)),
+                                                      params.memory, memory_found, progress=progress)
+            out.update(logp_before_memory=out["logp"], p_mem=p_mem, lam_mem=lam_mem,
+                       logp=mix_logprobs(out["logp"], p_mem, lam_mem))
+        return out
 
     def next_token_logprobs(self, history: Sequence[int], params: RetrievalParams
                             ) -> tuple[np.ndarray, StepInfo]:
         """log p(. | history) over the whole vocabulary: the stream scorer's parts at one
         position, with every token a candidate."""
+        with self._memory_lock(params):
+            return self._next_token_logprobs(history, params)
+
+    def _next_token_logprobs(self, history: Sequence[int], params: RetrievalParams
+                             ) -> tuple[np.ndarray, StepInfo]:
+        if self.memory is not None:
+            self.memory.sync()  # first: reading new documents may grow the vocabulary
         history = [int(t) for t in history]
-        p_kn = self.backoff.distribution(history)
+        V, Vb = self.V, self.backoff.V
+        bhist = [t if t < Vb else 0 for t in history]  # what the back-off and the patterns read
+        p_kn = self.grow(self.backoff.distribution(bhist))
         p_base, cache_mu = self.cache.dense(history, p_kn)
         r = Retrieved(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64))
-        w, p_ret, lam, used = np.zeros((1, 0)), np.zeros(self.V), 0.0, params
+        w, p_ret, lam, used = np.zeros((1, 0)), np.zeros(V), 0.0, params
         if self._wants_retrieval(params):
             ret = self.retriever
             span = max(self.backoff.order, ret.max_length, ret.query_length, self.cache.window + 1)
-            seq = np.array(history[-span:] + [0], dtype=np.int64)  # all the lookup reads
+            seq = np.array(bhist[-span:] + [0], dtype=np.int64)  # all the lookup reads
             lk = self.lookup(seq, np.array([len(seq) - 1]), params)
             used = RetrievalParams(int(lk.k[0]), float(lk.tau[0]), float(lk.lam[0]),
-                                   params.nprobe, params.use_policy, params.budget)
+                                   params.nprobe, params.use_policy, params.budget, params.memory)
             if lk.found[0]:
                 r, w, lam = lk.r, lk.w, float(lk.lam_eff[0])
-                p_ret = ret.dense(r, float(lk.tau[0]), weights=w)
+                p_ret = np.zeros(V)
+                p_ret[:Vb] = ret.dense(r, float(lk.tau[0]), weights=w)
         logp = mix_logprobs(np.log(p_base), p_ret, lam)
-        return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, cache_mu)
+        lam_mem, step = 0.0, None
+        if params.memory is not None and self.memory is not None:
+            p_mem, lam_mem, step = self.memory.step_terms(history, params.memory, V)
+            logp = mix_logprobs(logp, p_mem, lam_mem)
+        return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, cache_mu, lam_mem, step)

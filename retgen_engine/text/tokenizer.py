@@ -53,6 +53,15 @@ class Vocabulary:
         get = self.stoi.get
         return [get(t, 0) for t in tokens]
 
+    def add(self, token: str) -> int:
+        """The id of ``token``, appended at the end if it is new (the vocabulary grows when the
+        document memory reads words the training corpus did not have)."""
+        i = self.stoi.get(token)
+        if i is None:
+            i = self.stoi[token] = len(self.itos)
+            self.itos.append(token)
+        return i
+
     @classmethod
     def from_counts(cls, counts: Counter, min_count: int = 1) -> "Vocabulary":
         words = [w for w, c in counts.items() if c >= min_count and w not in (UNK, EOS)]

@@ -9,6 +9,13 @@ dict per generated token (token, token_id, text, logprob and the corpus sources 
 its probability). Streaming yields one chunk per generated token, each with that token's
 trace entry; ``usage_metadata`` counts prompt and generated tokens with the engine's
 tokenizer.
+
+``memory=`` (a :class:`~retgen_integrations.langchain.RetgenVectorStore`) makes the store a
+retriever reads the store the generator copies from: documents added with ``add_texts`` (or
+deleted) are read at the next call, and the trace entries of kind ``"passage"`` name the
+document (``passage``: its id) each token was copied from. Per call, ``memory=False`` leaves
+the memory out; ``memory_k``, ``memory_refresh``, ``memory_keys`` and ``memory_temperature``
+override its settings (also fields, like the sampling parameters).
 """
 from __future__ import annotations
 
@@ -21,8 +28,12 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
-from .._engine import (GenerationFields, count_tokens, generation_kwargs, stream_finish_reason,
-                       token_trace)
+from retgen_engine.checks import ArgumentError
+
+from .._engine import (GenerationFields, MemorySource, count_tokens, generation_kwargs,
+                       stream_finish_reason, token_trace)
+from .embeddings import RetgenEmbeddings
+from .vectorstores import RetgenVectorStore
 
 
 def messages_to_prompt(messages: list[BaseMessage]) -> str:
@@ -42,6 +53,21 @@ class _RetgenParams(GenerationFields):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "model_dir": self.model_dir,
                 "max_tokens": self.max_tokens, **self._sampling()}
+
+    @classmethod
+    def _memory_source(cls, vector_store: Any) -> MemorySource:
+        if not isinstance(vector_store, RetgenVectorStore):
+            kind = f"{type(vector_store).__module__}.{type(vector_store).__qualname__}"
+            raise ArgumentError(f"memory is a {kind}; it must be a retgen_integrations.langchain"
+                                ".RetgenVectorStore (the store the retriever reads); for a bare "
+                                "DocumentStore call engine.use_memory(store)")
+        emb = vector_store.embedding
+        enc = emb.encoder if isinstance(emb, RetgenEmbeddings) else None
+        return MemorySource(
+            vector_store.store, f"the embeddings {type(emb).__name__}",
+            name=enc.name if enc is not None else None,
+            dim=enc.dim if enc is not None else None,
+            hint="Build the vector store with RetgenEmbeddings(encoder=engine.encoder).")
 
     def _kw(self, stop: Optional[list[str]], kwargs: dict[str, Any]) -> dict[str, Any]:
         return generation_kwargs(self._sampling(), self.max_tokens, stop or self.stop, kwargs)

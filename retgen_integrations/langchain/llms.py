@@ -1,7 +1,10 @@
-"""RETGEN as a LangChain (completion) LLM; same parameters as :class:`ChatRetgen`.
+"""RETGEN as a LangChain (completion) LLM; same parameters as :class:`ChatRetgen`, the
+document memory (``memory=<RetgenVectorStore>``, per-call ``memory=False`` and ``memory_*``)
+included.
 
 ``generation_info`` carries ``finish_reason``, token usage and ``retgen_trace`` (one dict per
-generated token); streaming yields one chunk per generated token with its trace entry.
+generated token, with its ``"passage"`` entries when it was copied from the memory);
+streaming yields one chunk per generated token with its trace entry.
 """
 from __future__ import annotations
 

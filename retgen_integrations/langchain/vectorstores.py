@@ -152,8 +152,11 @@ class RetgenVectorStore(VectorStore):
         return vs
 
     def save_local(self, folder_path: str | Path) -> Path:
-        """Persist to a directory (faiss index, SQLite docstore, .npy vectors, manifest)."""
-        self.store.extra = {"adapter": "langchain", "embedding": _embedding_info(self.embedding)}
+        """Persist to a directory (faiss index, SQLite docstore, .npy vectors, manifest).
+        The store's other ``extra`` entries (e.g. the document memory's ``"memory"``) are
+        kept."""
+        self.store.extra.update({"adapter": "langchain",
+                                 "embedding": _embedding_info(self.embedding)})
         return self.store.save(folder_path)
 
     @classmethod

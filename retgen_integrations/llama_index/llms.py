@@ -3,7 +3,15 @@ base class's messages-to-prompt path).
 
 ``CompletionResponse.additional_kwargs`` carries ``finish_reason``, ``prompt_tokens``,
 ``completion_tokens`` and ``retgen_trace`` (one dict per generated token with the corpus
-sources behind it); streamed responses carry each token's entry as ``retgen_token``.
+sources behind it); streamed responses carry each token's entry as ``retgen_token``, and the
+last one the whole ``retgen_trace``.
+
+``memory=`` (a :class:`~retgen_integrations.llama_index.RetgenVectorStore`) makes the store an
+index reads the store the generator copies from: nodes inserted (``index.insert``) or deleted
+(``index.delete_ref_doc``) are read at the next call, and trace entries of kind ``"passage"``
+name the node (``passage``) and its source document (``document``) each token was copied
+from. Per call, ``memory=False`` leaves the memory out; ``memory_k``, ``memory_refresh``,
+``memory_keys`` and ``memory_temperature`` override its settings (also fields).
 """
 from __future__ import annotations
 
@@ -15,8 +23,11 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from pydantic import Field
 
-from .._engine import (GenerationFields, count_tokens, generation_kwargs, stream_finish_reason,
-                       token_trace)
+from retgen_engine.checks import ArgumentError
+
+from .._engine import (GenerationFields, MemorySource, count_tokens, generation_kwargs,
+                       stream_finish_reason, token_trace)
+from .vector_store import RetgenVectorStore
 
 
 class RetgenLLM(GenerationFields, CustomLLM):
@@ -36,6 +47,18 @@ class RetgenLLM(GenerationFields, CustomLLM):
         return LLMMetadata(context_window=self.context_window, num_output=self.max_new_tokens,
                            is_chat_model=False, is_function_calling_model=False,
                            model_name=self.model_name)
+
+    @classmethod
+    def _memory_source(cls, vector_store: Any) -> MemorySource:
+        if not isinstance(vector_store, RetgenVectorStore):
+            kind = f"{type(vector_store).__module__}.{type(vector_store).__qualname__}"
+            raise ArgumentError(f"memory is a {kind}; it must be a retgen_integrations.llama_index"
+                                ".RetgenVectorStore (the index's vector store); for a bare "
+                                "DocumentStore call engine.use_memory(store)")
+        # nodes carry their vectors but not the model that made them: the dimension is checked
+        return MemorySource(vector_store.client, "the nodes' embeddings (the index's embed_model)",
+                            hint="Index the documents with embed_model=RetgenEmbedding("
+                                 "engine.encoder).")
 
     def _kw(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         return generation_kwargs(self._sampling(), self.max_new_tokens,
@@ -60,14 +83,16 @@ class RetgenLLM(GenerationFields, CustomLLM):
         kw = self._kw(kwargs)
 
         def gen() -> CompletionResponseGen:
-            text, n = "", 0
+            text, trace = "", []
             for tok in engine.stream(prompt, **kw):
                 text += tok.text
-                n += 1
+                trace.append(tok.to_dict())
                 yield CompletionResponse(text=text, delta=tok.text,
-                                         additional_kwargs={"retgen_token": tok.to_dict()})
+                                         additional_kwargs={"retgen_token": trace[-1]})
+            n = len(trace)
             yield CompletionResponse(text=text, delta="", additional_kwargs={
                 "finish_reason": stream_finish_reason(engine, kw, n),
-                "prompt_tokens": count_tokens(engine, prompt), "completion_tokens": n})
+                "prompt_tokens": count_tokens(engine, prompt), "completion_tokens": n,
+                "retgen_trace": trace})
 
         return gen()

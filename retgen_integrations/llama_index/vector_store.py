@@ -132,7 +132,7 @@ class RetgenVectorStore(BasePydanticVectorStore):
     def persist(self, persist_path: str, fs: Any = None) -> None:
         if fs is not None and getattr(fs, "protocol", "file") not in ("file", ("file", "local")):
             raise NotImplementedError("RetgenVectorStore persists to the local filesystem only")
-        self._store.extra = {"adapter": "llama_index"}
+        self._store.extra["adapter"] = "llama_index"  # other entries ("memory") are kept
         self._store.save(persist_path)
 
     @classmethod

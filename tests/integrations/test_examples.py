@@ -36,14 +36,36 @@ def run_example(script: str, tmp: Path, **env: str) -> subprocess.CompletedProce
     return proc
 
 
+def check_memory_output(out: str, source: str) -> None:
+    """The RAG examples' document memory: the note added through the framework was copied
+    (each token said to come from it is in it, its snippet ends with the token, the share is
+    a percentage), and after the framework deleted it nothing was retrieved or copied from it."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from _shared import NOTE, NOTE_ID
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    assert "memory: 201 documents" in out
+    lines = re.findall(r"^ +'(.+?)' .*<- " + source + r" \((\d+)%\): '(.*)'$", out, re.M)
+    assert len(lines) >= 5, out
+    words = NOTE.split()
+    for tok, share, snippet in lines:
+        assert tok in words and snippet.endswith(tok) and 0 <= int(share) <= 100
+    n = re.search(rf"(\d+) of 24 tokens drew on memory passages: .*\b{NOTE_ID} x(\d+)", out)
+    assert n and int(n[2]) == len(lines) and int(n[1]) >= int(n[2]), out
+    gone = re.search(rf"after .*{NOTE_ID!r}.*: retrieved (\[.*\]); tokens from the note: 0", out)
+    assert gone and NOTE_ID not in gone[1], out
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script, expect", [
-    ("langchain_rag.py", "usage: {'input_tokens'"),
-    ("llama_index_query_engine.py", "reloaded from"),
+@pytest.mark.parametrize("script, expect, source", [
+    ("langchain_rag.py", "usage: {'input_tokens'", r"passage note-harbour-line"),
+    ("llama_index_query_engine.py", "reloaded from", r"node [0-9a-f]{8}\.\. of note-harbour-line"),
 ])
-def test_example_runs(example_model, tmp_path, script, expect):
+def test_example_runs(example_model, tmp_path, script, expect, source):
     proc = run_example(script, tmp_path, RETGEN_EXAMPLE_MODEL=str(example_model))
     assert expect in proc.stdout
+    check_memory_output(proc.stdout, source)
 
 
 def check_agent_output(out: str) -> None:

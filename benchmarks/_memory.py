@@ -1,0 +1,106 @@
+"""Shared by the benchmarks: the document memory tuned on valid, scored on test.
+
+The memory's parts at every position (F, H, C of :meth:`PassageMemory.stream_counts`) depend on
+the keys, k, the refresh interval and the passage temperature; the per-order weights and kappa
+only mix them, so they are fitted (Nelder-Mead on valid log-likelihood) once the parts are
+computed, on top of a given base distribution (KN-5 + cache, or the full system)."""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from scipy.optimize import minimize
+
+from retgen_engine.lm.mixture import mix_logprobs
+from retgen_engine.memory.mixture import MemoryParams, neighbour_probs
+
+log = logging.getLogger("memory-bench")
+
+KEYS = ("lexical", "dense", "fused")
+TAUS = (0.1, 0.2, 0.5)
+
+
+def fit(log_prev: np.ndarray, F, H, C, order: int) -> tuple[list, list, float]:
+    """(weights, kappa, perplexity) maximizing the likelihood of log_prev mixed with the memory."""
+    def unpack(x):
+        e = np.exp(np.clip(x[:order], -30, 30))
+        return 0.95 * e / (1 + e.sum()), np.exp(np.clip(x[order:], -30, 30))  # sum < 0.95
+
+    def nll(x):
+        w, kappa = unpack(x)
+        p, lam = neighbour_probs(F, H, C, w, kappa)
+        return -mix_logprobs(log_prev, p, lam).mean()
+
+    x0 = np.concatenate([np.full(order, -2.5), np.zeros(order)])
+    r = minimize(nll, x0, method="Nelder-Mead",
+                 options={"maxiter": 300 * order, "xatol": 1e-3, "fatol": 1e-7})
+    w, kappa = unpack(r.x)
+    return [round(float(v), 5) for v in w], [round(float(v), 4) for v in kappa], float(np.exp(r.fun))
+
+
+def score(log_prev, F, H, C, weights, kappa) -> float:
+    p, lam = neighbour_probs(F, H, C, weights, kappa)
+    return float(np.exp(-mix_logprobs(log_prev, p, lam).mean()))
+
+
+def found_for(mem, seq, pos, keys: str, k: int, refresh: int):  # noqa: D401
+    """One search per refresh point (the largest k serves every smaller one); seconds taken."""
+    t = time.perf_counter()
+    _, _, queries = mem.stream_queries(seq, pos, refresh)
+    found = mem.find(queries, MemoryParams(k=k, refresh=refresh, keys=keys), progress=True)
+    return found, time.perf_counter() - t
+
+
+def tune(mem, seq, bases: dict[str, np.ndarray], k: int, refresh: int, keys_list=KEYS,
+         taus=TAUS) -> tuple[dict, list]:
+    """Best (tau, weights, kappa) per (keys, base) on valid, and every row tried."""
+    pos = np.arange(1, len(seq))
+    rows, best = [], {}
+    for keys in keys_list:
+        found, secs = found_for(mem, seq, pos, keys, k, refresh)
+        log.info("valid: %s search over %d refresh points in %.0fs", keys, len(found[0]), secs)
+        for tau in taus:
+            mp = MemoryParams(k=k, refresh=refresh, keys=keys, temperature=tau)
+            F, H, C = mem.stream_counts(seq, pos, mp, found)
+            for base, lp in bases.items():
+                w, kappa, ppl = fit(lp, F, H, C, mem.config.order)
+                row = {"keys": keys, "k": k, "refresh": refresh, "temperature": tau,
+                       "base": base, "weights": w, "kappa": kappa, "valid_perplexity": ppl,
+                       "search_seconds": secs}
+                rows.append(row)
+                log.info("valid %s", row)
+                if (keys, base) not in best or ppl < best[keys, base]["valid_perplexity"]:
+                    best[keys, base] = row
+    return best, rows
+
+
+def tuned_config(mem, row: dict):
+    """The memory's config with a tuned row's settings."""
+    return mem.config.model_copy(update={"keys": row["keys"], "k": row["k"],
+                                         "refresh": row["refresh"],
+                                         "temperature": row["temperature"],
+                                         "weights": row["weights"], "kappa": row["kappa"]})
+
+
+def test_rows(mem, seq, bases: dict[str, np.ndarray], best: dict, keys_list=KEYS) -> dict:
+    """Test perplexity per (keys, base) with the settings tuned on valid."""
+    pos = np.arange(1, len(seq))
+    out = {}
+    for keys in keys_list:
+        rows = {b: best[keys, b] for b in bases if (keys, b) in best}
+        k = max(r["k"] for r in rows.values())
+        found, secs = found_for(mem, seq, pos, keys, k, next(iter(rows.values()))["refresh"])
+        for base, r in rows.items():
+            mp = MemoryParams(k=r["k"], refresh=r["refresh"], keys=keys, temperature=r["temperature"])
+            F, H, C = mem.stream_counts(seq, pos, mp, found)
+            out[keys, base] = {**r, "test_perplexity": score(bases[base], F, H, C, r["weights"], r["kappa"]),
+                               "test_search_seconds": secs, "found": found}
+            log.info("test %s %s: %.2f", keys, base, out[keys, base]["test_perplexity"])
+    return out
+
+
+def memory_bytes(mem) -> dict:
+    st = mem.stats()
+    return {"table_bytes": st["table_bytes"], "store_bytes": st["store_bytes"],
+            "passages": st["passages"], "tokens": st["tokens"]}
