@@ -175,8 +175,10 @@ class CacheConfig(BaseModel):
 class MemoryConfig(BaseModel):
     """The document memory (:mod:`retgen_engine.memory`): passages of the training corpus and of
     documents added later, found by the long preceding context; the n-gram statistics of the
-    passages found are mixed into the language model. The defaults were tuned on WikiText-2
-    valid by ``benchmarks/lm_benchmark.py`` (results/wikitext2.json, ``memory.chosen``)."""
+    passages found are mixed into the language model. Defaults: lexical keys (no query to
+    encode, the fastest), the per-order weights of a fit on WikiText-2 valid on top of KN-5 +
+    cache; ``benchmarks/lm_benchmark.py`` tunes keys, temperature and weights per corpus on
+    valid (its results record them as ``memory.chosen``)."""
 
     model_config = _STRICT
     #: cut the training corpus into passages at build time (False: start with an empty memory)

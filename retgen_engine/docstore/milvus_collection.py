@@ -11,6 +11,7 @@ kept in the store's ``stats()["index"]``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from . import milvus_index as mi
@@ -38,8 +39,22 @@ def create(store: Any) -> None:
     s.add_field(mi.VECTOR, DataType.FLOAT_VECTOR, dim=store.dim)
     c.create_collection(store.collection, schema=s, consistency_level=store.consistency_level)
     create_index(store)
-    c.load_collection(store.collection)
+    _load(c, store.collection)
     store._ready = True
+
+
+def _load(c: Any, collection: str, attempts: int = 4) -> None:
+    """Load a collection; Milvus Lite can report a segment index file it is still writing as
+    "No data left in file" (seen under heavy load right after a save), so that one error is
+    retried a few times with a short pause before it is raised."""
+    for i in range(attempts):
+        try:
+            return c.load_collection(collection)
+        except Exception as e:  # noqa: BLE001 - pymilvus' MilvusException, re-raised below
+            if "No data left in file" not in str(e) or i == attempts - 1:
+                raise
+            log.warning("docstore(milvus): loading %r failed (%s); retrying", collection, e)
+            time.sleep(0.5 * (i + 1))
 
 
 def create_index(store: Any) -> None:
@@ -83,7 +98,7 @@ def attach(store: Any) -> None:
             params = dict(idx.get("params") or {}) or {k: idx[k] for k in _INDEX_KEYS if k in idx}
             store.index_type = have
             store.index_params = {k: _num(v) for k, v in params.items()}
-    c.load_collection(store.collection)
+    _load(c, store.collection)
     store._ready = True
 
 

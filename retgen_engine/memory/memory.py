@@ -351,8 +351,9 @@ class PassageMemory:
                 if len(self._found) > 256:
                     self._found.popitem(last=False)
         pids, w = hit[0][0], hit[1][0]
-        seq = np.asarray(list(history) + [0], dtype=np.int64)
-        F, H, C = self._table.dense_counts(seq, pos, pids, w, vocab_size)
+        tail = list(history[-(self.config.order - 1):]) if self.config.order > 1 else []
+        seq = np.asarray(tail + [0], dtype=np.int64)  # all the tables read: the last N-1 tokens
+        F, H, C = self._table.dense_counts(seq, len(tail), pids, w, vocab_size)
         cfg = self.config
         p, lam = neighbour_probs(F, H, C, cfg.weights, cfg.kappa)
         return p, float(lam), StepMemory(pids, w, H, C, float(lam))

@@ -16,7 +16,8 @@ def contributions(mem: "PassageMemory", history: Sequence[int], step: "StepMemor
     if step.lam <= 0 or not len(step.pids):
         return []
     table = mem.table
-    seq = np.asarray(list(history) + [token], dtype=np.int64)
+    history = list(history[-(mem.config.order - 1):]) if mem.config.order > 1 else []
+    seq = np.asarray(history + [token], dtype=np.int64)
     F, _, _ = table.target_counts(seq, np.array([len(history)]), step.pids[None, :],
                                   step.weights[None, :], np.array([token]), per_passage=True)
     mus = order_weights(step.C, step.H, mem.config.weights, mem.config.kappa)
