@@ -81,6 +81,15 @@ class MemorySource:
     hint: str = ""               # how to make a compatible vector store
 
 
+def require_store(vector_store: Any, cls: type, what: str) -> None:
+    """``memory=`` must be this framework's RETGEN vector store ``cls`` (``what`` says which)."""
+    if not isinstance(vector_store, cls):
+        kind = f"{type(vector_store).__module__}.{type(vector_store).__qualname__}"
+        raise ArgumentError(f"memory is a {kind}; it must be a {cls.__module__.rsplit('.', 1)[0]}"
+                            f".{cls.__name__} ({what}); for a bare DocumentStore call "
+                            "engine.use_memory(store)")
+
+
 def check_memory_source(engine: RetgenEngine, src: MemorySource) -> None:
     """Refuse a vector store whose vectors are not the engine encoder's: the memory finds
     passages by searching the store with that encoder (dense and fused keys)."""

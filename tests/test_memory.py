@@ -251,3 +251,20 @@ def test_new_word_ids_survive_deleting_their_document(engine, tmp_path):
     assert {w: e3.vocab.stoi.get(w) for w in ids} == ids  # stable, though "a" is gone
     lp = e3.next_token_logprobs("then")
     assert len(lp) == len(e3.vocab) and np.isclose(np.exp(lp).sum(), 1.0)
+
+
+def test_excluded_passages_are_never_read(engine):
+    engine.memory.add([PHRASE], ids=["z"])
+    pid = engine.memory.store.int_id("z#0")
+    seq = np.array([1] + engine.tokenizer.encode(PHRASE) * 2, dtype=np.int64)
+    pos = np.arange(1, len(seq))
+    mp = engine.lm.params().memory
+    uq, _, queries = engine.memory.stream_queries(seq, pos, mp.refresh)
+    pids, _ = engine.memory.find(queries, mp)
+    assert (pids == pid).any()
+    ex = [{pid}] * len(uq)
+    pids_ex, scores_ex = engine.memory.find(queries, mp, exclude=ex)
+    assert not (pids_ex == pid).any() and (pids_ex[scores_ex > 0] >= 0).all()
+    p, _ = engine.memory.stream_terms(seq, pos, mp)
+    p_ex, _ = engine.memory.stream_terms(seq, pos, mp, exclude=ex)
+    assert p_ex[-5:].sum() < p[-5:].sum()  # the phrase's second half is no longer copied

@@ -28,9 +28,8 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field
 
-from retgen_engine.checks import ArgumentError
 
-from .._engine import (GenerationFields, MemorySource, count_tokens, generation_kwargs,
+from .._engine import (GenerationFields, MemorySource, count_tokens, generation_kwargs, require_store,
                        stream_finish_reason, token_trace)
 from .embeddings import RetgenEmbeddings
 from .vectorstores import RetgenVectorStore
@@ -56,11 +55,7 @@ class _RetgenParams(GenerationFields):
 
     @classmethod
     def _memory_source(cls, vector_store: Any) -> MemorySource:
-        if not isinstance(vector_store, RetgenVectorStore):
-            kind = f"{type(vector_store).__module__}.{type(vector_store).__qualname__}"
-            raise ArgumentError(f"memory is a {kind}; it must be a retgen_integrations.langchain"
-                                ".RetgenVectorStore (the store the retriever reads); for a bare "
-                                "DocumentStore call engine.use_memory(store)")
+        require_store(vector_store, RetgenVectorStore, "the store the retriever reads")
         emb = vector_store.embedding
         enc = emb.encoder if isinstance(emb, RetgenEmbeddings) else None
         return MemorySource(

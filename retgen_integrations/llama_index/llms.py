@@ -23,9 +23,8 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from pydantic import Field
 
-from retgen_engine.checks import ArgumentError
 
-from .._engine import (GenerationFields, MemorySource, count_tokens, generation_kwargs,
+from .._engine import (GenerationFields, MemorySource, count_tokens, generation_kwargs, require_store,
                        stream_finish_reason, token_trace)
 from .vector_store import RetgenVectorStore
 
@@ -50,11 +49,7 @@ class RetgenLLM(GenerationFields, CustomLLM):
 
     @classmethod
     def _memory_source(cls, vector_store: Any) -> MemorySource:
-        if not isinstance(vector_store, RetgenVectorStore):
-            kind = f"{type(vector_store).__module__}.{type(vector_store).__qualname__}"
-            raise ArgumentError(f"memory is a {kind}; it must be a retgen_integrations.llama_index"
-                                ".RetgenVectorStore (the index's vector store); for a bare "
-                                "DocumentStore call engine.use_memory(store)")
+        require_store(vector_store, RetgenVectorStore, "the index's vector store")
         # nodes carry their vectors but not the model that made them: the dimension is checked
         return MemorySource(vector_store.client, "the nodes' embeddings (the index's embed_model)",
                             hint="Index the documents with embed_model=RetgenEmbedding("
