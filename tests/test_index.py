@@ -183,3 +183,37 @@ def test_ip_scan_scores_the_same_codes_by_inner_product(tmp_path):
     t = FaissIndex.build(x, np.arange(len(x)), cfg.model_copy(
         update={"ip_scan": True, "precomputed_table": True}))
     assert t.ip_scan and table_bytes(t.index) == 0  # unused by the view: dropped
+
+
+def test_small_batches_search_on_one_thread_and_give_the_same_results(monkeypatch):
+    """Up to SMALL_BATCH queries run on one OpenMP thread of the calling thread only; the
+    thread count is restored afterwards and the results equal a search on every thread."""
+    import threading
+
+    from retgen_engine.search import index as index_mod
+
+    if faiss.omp_get_max_threads() < 2:
+        faiss.omp_set_num_threads(2)
+    before = faiss.omp_get_max_threads()
+    x = clustered(3000, 32, seed=5)
+    idx = FaissIndex.build(x, np.arange(3000, dtype=np.int64), IndexConfig(spec="IVF32,Flat"))
+    seen = []
+    real = faiss.omp_set_num_threads
+
+    def spy(n):
+        seen.append((threading.get_ident(), n))
+        real(n)
+
+    monkeypatch.setattr(faiss, "omp_set_num_threads", spy)
+    q = x[:20] + 0.01
+    D1, I1 = idx.search(q[:1], 10, nprobe=8)
+    assert seen == [(threading.get_ident(), 1), (threading.get_ident(), before)]
+    assert faiss.omp_get_max_threads() == before
+    seen.clear()
+    Dn, In = idx.search(q, 10, nprobe=8)  # 20 > SMALL_BATCH: every thread, nothing set
+    assert seen == [] and len(q) > index_mod.SMALL_BATCH
+    monkeypatch.setattr(index_mod, "SMALL_BATCH", 0)
+    D0, I0 = idx.search(q[:1], 10, nprobe=8)
+    np.testing.assert_array_equal(I0, I1)
+    np.testing.assert_array_equal(I0, In[:1])
+    np.testing.assert_allclose(D0, D1)
