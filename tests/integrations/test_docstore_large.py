@@ -459,12 +459,13 @@ def test_disk_vectors_save_switches_to_the_saved_file(tmp_path):
 def test_ip_scan_leaves_other_ivf_pq_variants_to_l2():
     import warnings
 
-    from retgen_engine.search.index import FaissIndex, _IPScan
+    from retgen_engine.search.index import FaissIndex
+    from retgen_engine.search.ipscan import IPScan
 
     x = _clustered(3000, seed=2)
     pqr = faiss.index_factory(DIM, "IVF16,PQ8+8")
     pqr.train(x)
-    assert not _IPScan.applies(pqr)  # IndexIVFPQR: its refine stage must not be skipped
+    assert not IPScan.applies(pqr)  # IndexIVFPQR: its refine stage must not be skipped
     fi = FaissIndex.build(x, np.arange(3000), IndexConfig(spec="IVF16,PQ16x8np", nprobe=1,
                                                           ip_scan=True))
     assert fi.ip_scan
