@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from . import cli_memory
+
 DESCRIPTION = ("RETGEN: a retrieval-enhanced non-parametric language model. Build a model "
                "from a corpus, then evaluate it, generate text with per-token sources, train "
                "its learned parts, add documents to its memory, or describe it. 'retgen "
@@ -80,6 +82,7 @@ def _retrieval_overrides(a: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_build(a: argparse.Namespace) -> int:
     from . import RETGENConfig, RetgenEngine
+    from .learn.tuning import summary
 
     config = RETGENConfig.load(a.config) if a.config else RETGENConfig()
     if over := _encoder_overrides(a):
@@ -90,10 +93,12 @@ def cmd_build(a: argparse.Namespace) -> int:
     eng = RetgenEngine.build(a.corpus, out=a.out, config=config, dataset=dataset,
                              text_column=a.text_column, split_paragraphs=a.paragraphs,
                              encoding_errors=a.encoding_errors, overwrite=a.overwrite,
-                             progress=not a.quiet)
+                             progress=not a.quiet, tune=not a.no_tune, memory_uri=a.memory_uri,
+                             memory_collection=a.memory_collection, memory_token=a.memory_token)
     s = eng.manifest.get("build_stats", {})
     print(f"built {a.out}: {s.get('corpus_tokens')} tokens, {s.get('num_patterns')} patterns, "
           f"index {s.get('index_spec')}, {time.perf_counter() - t:.1f}s")
+    print("\n".join(summary(s.get("tuning"))))
     return 0
 
 
@@ -129,8 +134,9 @@ def cmd_generate(a: argparse.Namespace) -> int:
     eng = _load_engine(a)
     _apply_cache(eng, a)
     kw = dict(max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
-              top_p=a.top_p, repetition_penalty=a.repetition_penalty, stop=a.stop or None,
-              seed=a.seed, trace=a.trace, **_retrieval_overrides(a))
+              top_p=a.top_p, repetition_penalty=a.repetition_penalty, min_p=a.min_p,
+              typical_p=a.typical_p, stop=a.stop or None, seed=a.seed, trace=a.trace,
+              **_retrieval_overrides(a))
     if a.stream:
         sys.stdout.write(a.prompt)
         toks = []
@@ -171,9 +177,14 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
+    from .learn.tuning import summary
+
     eng = _load_engine(a, verify=a.verify)
-    print(json.dumps(eng.info(), indent=2, default=str))
-    if a.verify:  # on stderr: stdout stays one JSON document
+    info = eng.info()
+    print(json.dumps(info, indent=2, default=str))
+    # on stderr: stdout stays one JSON document (the report itself: build_stats.tuning)
+    print("\n".join(summary(info.get("build_stats", {}).get("tuning"))), file=sys.stderr)
+    if a.verify:
         n = len(eng.manifest.get("files", {}))
         print(f"verified: {n} files, sha256 of each and of the manifest", file=sys.stderr)
     return 0
@@ -190,42 +201,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
           f"index {eng.index.spec}")
     eng = RetgenEngine.load(out)
     for prompt in a.prompts or ["The game was", "The tower was built in"]:
-        res = eng.generate(prompt, max_new_tokens=a.max_new_tokens, seed=a.seed, top_p=0.9)
+        res = eng.generate(prompt, max_new_tokens=a.max_new_tokens, seed=a.seed)
         print(f"\n>>> {prompt}{res.text}")
         for tok in res.tokens[:8]:
             print(f"  {tok.text!r:18} p={math.exp(tok.logprob):.3f}")
             _print_trace(tok)
-    return 0
-
-
-def cmd_memory_add(a: argparse.Namespace) -> int:
-    from .memory.documents import add_documents, read_documents
-
-    ids, texts, metas = read_documents(a.corpus, a.paragraphs, a.encoding_errors)  # files first
-    eng = _load_engine(a)
-    r = add_documents(eng.memory, ids, texts, metas, progress=not a.quiet)
-    eng.save_memory()
-    print(f"added {r['documents']} documents ({r['passages']} passages, {r['new_words']} new "
-          f"words) to the memory of {a.model}; it holds {len(eng.memory)} documents, "
-          f"{eng.memory.passages} passages")
-    return 0
-
-
-def cmd_memory_delete(a: argparse.Namespace) -> int:
-    eng = _load_engine(a)
-    n = eng.memory.delete(a.id)
-    if n:  # nothing deleted: the memory on disk stays as it is
-        eng.save_memory()
-    print(f"deleted {n} of {len(set(a.id))} ids (unknown ids are ignored)")
-    return 0
-
-
-def cmd_memory_list(a: argparse.Namespace) -> int:
-    from .memory.documents import document_table
-
-    docs = _load_engine(a).memory.documents()
-    print(json.dumps(docs, indent=2, ensure_ascii=False, default=str) if a.json else
-          "\n".join(document_table(docs)))
     return 0
 
 
@@ -284,6 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="the model directory to write (required)")
     b.add_argument("--config", help="a RETGENConfig JSON file (default: the built-in config)")
     b.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
+    b.add_argument("--no-tune", action="store_true",
+                   help="skip fitting the mixture's weights (cache, patterns, memory) on a "
+                        "held-out slice of the corpus and keep the config's values (default: "
+                        "tune; the slice is set by the config's tuning section)")
+    b.add_argument("--memory-uri", metavar="URI",
+                   help="keep the memory's passages in Milvus: a Milvus Lite file ending in .db "
+                        "or a server address such as http://localhost:19530 (default: the "
+                        "model directory's own store)")
+    b.add_argument("--memory-collection", metavar="NAME",
+                   help="the Milvus collection, with --memory-uri (default: retgen_memory)")
+    b.add_argument("--memory-token", metavar="TOKEN",
+                   help="the Milvus server's token (user:password or an API key), with "
+                        "--memory-uri (default: none)")
     _encoder_flags(b, building=True)
     b.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -297,12 +290,28 @@ def build_parser() -> argparse.ArgumentParser:
     g = cmd("generate", "generate text, optionally with each token's sources", cmd_generate,
             model=True)
     g.add_argument("--prompt", required=True, help="the text to continue (required)")
-    dflt = " (default: the model's config)"
-    g.add_argument("--max-new-tokens", type=int, help="tokens to generate" + dflt)
-    g.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)" + dflt)
-    g.add_argument("--top-k", type=int, help="sample among the k likeliest tokens" + dflt)
-    g.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1]" + dflt)
-    g.add_argument("--repetition-penalty", type=float, help="penalty on repeated tokens" + dflt)
+    from .config import GenerationConfig
+
+    gd = GenerationConfig()
+
+    def dflt(name: str) -> str:  # a saved model keeps the values it was built with
+        return f" (default: the model's config; built-in {getattr(gd, name)})"
+
+    g.add_argument("--max-new-tokens", type=int, help="tokens to generate" + dflt("max_new_tokens"))
+    g.add_argument("--temperature", type=float,
+                   help="sampling temperature >= 0 (0: greedy)" + dflt("temperature"))
+    g.add_argument("--top-k", type=int,
+                   help="sample among the k likeliest tokens (0: all)" + dflt("top_k"))
+    g.add_argument("--top-p", type=float,
+                   help="nucleus sampling mass in (0, 1] (1: all)" + dflt("top_p"))
+    g.add_argument("--typical-p", type=float,
+                   help="locally typical sampling mass in (0, 1] (1: all)" + dflt("typical_p"))
+    g.add_argument("--min-p", type=float,
+                   help="keep tokens with at least this share of the likeliest one's "
+                        "probability, in [0, 1] (0: all)" + dflt("min_p"))
+    g.add_argument("--repetition-penalty", type=float,
+                   help="multiplies the log-probability of tokens already in the text, > 0 "
+                        "(1: none)" + dflt("repetition_penalty"))
     g.add_argument("--stop", action="append", help="stop string, repeatable (default: none)")
     g.add_argument("--seed", type=int, help="random seed (default: fresh randomness)")
     g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
@@ -339,22 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-new-tokens", type=int, default=30, help="tokens per prompt")
     d.add_argument("--seed", type=int, default=0, help="random seed")
 
-    msub = cmd("memory", "add, delete or list the documents of a model's memory").add_subparsers(
-        dest="memory_cmd", required=True, metavar="ACTION", help="add, delete or list")
-    ma = cmd("add", "add text files to the memory (a document added again is replaced)",
-             cmd_memory_add, True, msub)
-    ma.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
-                    help="text files, each one document, its id the path as given (required)")
-    ma.add_argument("--paragraphs", action="store_true", help="raw text files hold blank-line "
-                    "separated documents, their ids PATH#N (N counts from 0)")
-    ma.add_argument("--encoding-errors", default="strict", choices=["strict", "replace", "ignore"],
-                    help="what to do with bytes that are not UTF-8")
-    ma.add_argument("--quiet", action="store_true", help="no progress bars")
-    md = cmd("delete", "delete documents from the memory by id", cmd_memory_delete, True, msub)
-    md.add_argument("--id", nargs="+", required=True, metavar="ID",
-                    help="document ids, as 'retgen memory list' shows them (required)")
-    ml = cmd("list", "list the documents of the memory", cmd_memory_list, True, msub)
-    ml.add_argument("--json", action="store_true", help="print the documents as JSON")
+    cli_memory.register(cmd, _load_engine)
     return p
 
 
@@ -382,6 +376,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 _API_TO_CLI = [  # engine messages name Python arguments; the CLI names its flags
+    (re.compile(r"\bmemory_(uri|collection|token)="), lambda m: f"--memory-{m.group(1)} "),
+    (re.compile(r"\bmemory_uri\b"), "--memory-uri"),
     (re.compile(r"overwrite=True(?: \(--overwrite\))?"), "--overwrite"),
     (re.compile(r"encoding_errors='replace' \(CLI: --encoding-errors replace\)"),
      "--encoding-errors replace"),

@@ -255,6 +255,36 @@ class GenerationConfig(BaseModel):
     #: never sample ``<unk>`` (it still has probability for perplexity).
     allow_unk: bool = False
     trace_top: int = Field(3, ge=0, le=64)
+    #: keep the tokens with at least ``min_p`` times the likeliest one's probability (0: all)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    #: locally typical sampling: the smallest set of tokens whose surprisal is closest to the
+    #: entropy, with at least this mass (1: all). 0.95 (with temperature 1, no other
+    #: truncation) is the decoding whose text sits closest to human text in
+    #: ``benchmarks/results/generation_quality_refine.md`` (WikiText-2; top-p 0.95 and 0.9 are
+    #: within noise of it, pure sampling and greedy clearly farther)
+    typical_p: float = Field(0.95, gt=0.0, le=1.0)
+
+
+class TuningConfig(BaseModel):
+    """Build-time tuning (:mod:`retgen_engine.learn.tuning`): the mixture's weights fitted on a
+    held-out slice of the training stream (its counts removed, as training does)."""
+
+    model_config = _STRICT
+    #: share of the training stream held out (before the bounds below)
+    fraction: float = Field(0.05, gt=0.0, le=0.25)
+    #: at most this many held-out tokens (bounds the tuning's time: one query each)
+    max_tokens: int = Field(20000, ge=100, le=10_000_000)
+    #: at least this many; a corpus under 4x this many tokens is not tuned
+    min_tokens: int = Field(1000, ge=100, le=10_000_000)
+    #: which document end closes the slice (the last document's end: seed 0 on one document)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TuningConfig":
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"tuning min_tokens={self.min_tokens} exceeds "
+                             f"max_tokens={self.max_tokens}")
+        return self
 
 
 class RETGENConfig(BaseModel):
@@ -272,6 +302,7 @@ class RETGENConfig(BaseModel):
     energy: EnergyConfig = Field(default_factory=EnergyConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
 
     # The paper's production fields, as flat read-only views.
     @property

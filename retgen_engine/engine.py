@@ -13,7 +13,7 @@ import numpy as np
 from .assembly import MEMORY_DIR, ModelParts, Variant, assemble, load_parts, save_parts
 from .docstore.store import DocumentStore
 from .memory.memory import PassageMemory
-from .builder import BuiltModel, build
+from .builder import BuiltModel, build, check_build_args
 from .checks import int_arg, optional, str_list_arg, token_ids_arg
 from .config import GenerationConfig, RETGENConfig
 from .lm.evaluation import perplexity_report
@@ -68,10 +68,21 @@ class RetgenEngine:
               encoder: Encoder | None = None, dataset: Any = None, text_column: str = "text",
               split_paragraphs: bool = False, encoding_errors: str = "strict",
               overwrite: bool = False, progress: bool = True,
-              vocabulary: Optional[Vocabulary] = None) -> "RetgenEngine":
+              vocabulary: Optional[Vocabulary] = None, tune: bool = True,
+              memory_uri: str | os.PathLike | None = None,
+              memory_collection: Optional[str] = None,
+              memory_token: Optional[str] = None) -> "RetgenEngine":
         """Build a model from files (and/or a ``datasets`` dataset); save it to ``out`` if given.
         ``vocabulary``: use this vocabulary instead of the corpus's (e.g. to compare models built
-        on parts of a corpus); words outside it read as ``<unk>``."""
+        on parts of a corpus); words outside it read as ``<unk>``.
+
+        ``tune`` (default True): fit the mixture's weights (context cache, pattern retrieval,
+        document memory) on a held-out slice of the corpus, as described by
+        ``config.tuning`` (:mod:`retgen_engine.learn.tuning`); the tuned values are the
+        model's config and the report is ``manifest["build_stats"]["tuning"]``. False keeps
+        ``config``'s values. ``memory_uri``: keep the memory's passages in a Milvus store (a
+        Milvus Lite file ending in .db, or a server address), collection
+        ``memory_collection`` (default ``retgen_memory``), token ``memory_token``."""
         config = config or RETGENConfig()
         paths = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus or [])
         if out is not None:  # fail before the expensive work, not after
@@ -79,13 +90,17 @@ class RetgenEngine:
             if o.exists() and (not o.is_dir() or any(o.iterdir())) and not overwrite:
                 raise FileExistsError(f"output {str(o)!r} exists and is not empty; choose another "
                                       "path or pass overwrite=True (--overwrite)")
+        check_build_args(config, tune, memory_uri, memory_collection, memory_token)  # early
         source = CorpusSource(paths, dataset=dataset, text_column=text_column,
                               split_paragraphs=split_paragraphs, encoding_errors=encoding_errors)
         encoder = encoder or load_encoder_from_config(config.encoder)
         if vocabulary is not None and not isinstance(vocabulary, Vocabulary):
             raise TypeError(f"vocabulary is a {type(vocabulary).__name__}, expected a Vocabulary")
         built: BuiltModel = build(source, config, encoder, progress=progress,
-                                  vocab=None if vocabulary is None else Vocabulary(vocabulary.itos))
+                                  vocab=None if vocabulary is None else Vocabulary(vocabulary.itos),
+                                  tune=tune, memory_uri=memory_uri,
+                                  memory_collection=memory_collection, memory_token=memory_token)
+        config = built.config or config
         c = built.corpus
         parts = ModelParts(c.tokenizer, encoder, built.backoff, built.patterns, built.index,
                            c.ids, c.doc_offsets, c.doc_names, built.vectors, memory=built.memory)
@@ -97,7 +112,7 @@ class RetgenEngine:
     @classmethod
     def sample(cls, encoder: Encoder | None = None, config: RETGENConfig | None = None,
                out: str | os.PathLike | None = None, overwrite: bool = False,
-               progress: bool = False) -> "RetgenEngine":
+               progress: bool = False, tune: bool = True) -> "RetgenEngine":
         """A model over the bundled sample corpus, what the examples and ``retgen demo`` build.
 
         Without ``config``: 2- and 3-token patterns seen at least 3 times (seconds to encode).
@@ -109,7 +124,7 @@ class RetgenEngine:
             config = RETGENConfig()
             config.patterns = type(config.patterns)(lengths=[2, 3], min_counts=[3, 3])
         return cls.build(SAMPLE_CORPUS, out=out, config=config, encoder=encoder,
-                         overwrite=overwrite, progress=progress)
+                         overwrite=overwrite, progress=progress, tune=tune)
 
     def save(self, out: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the model (its learned parts included) to ``out``."""
@@ -168,11 +183,13 @@ class RetgenEngine:
                               memory_temperature=memory_temperature)
 
     def sampling_params(self, temperature=None, top_k=None, top_p=None, repetition_penalty=None,
-                        allow_unk=None) -> SamplingParams:
+                        allow_unk=None, min_p=None, typical_p=None) -> SamplingParams:
+        """Per-call sampling settings (see :mod:`retgen_engine.lm.sampling`); None keeps the
+        model's config (``config.generation``)."""
         return SamplingParams.from_config(self.config.generation, temperature=temperature,
                                           top_k=top_k, top_p=top_p,
                                           repetition_penalty=repetition_penalty,
-                                          allow_unk=allow_unk)
+                                          allow_unk=allow_unk, min_p=min_p, typical_p=typical_p)
 
     def set_cache(self, window: Optional[int] = None, unigram: Optional[float] = None,
                   bigram: Optional[float] = None, trigram: Optional[float] = None,
@@ -209,12 +226,13 @@ class RetgenEngine:
 
     # -- generation --------------------------------------------------------------------
     def _gen_kwargs(self, max_new_tokens, temperature, top_k, top_p, repetition_penalty, stop,
-                    seed, trace, retrieval) -> dict:
+                    seed, trace, retrieval, min_p=None, typical_p=None) -> dict:
         g = self.config.generation
         n = g.max_new_tokens if max_new_tokens is None else int_arg("max_new_tokens", max_new_tokens, 0,
                                                                     MAX_NEW_TOKENS)
         return dict(max_new_tokens=n,
-                    sampling=self.sampling_params(temperature, top_k, top_p, repetition_penalty),
+                    sampling=self.sampling_params(temperature, top_k, top_p, repetition_penalty,
+                                                  min_p=min_p, typical_p=typical_p),
                     retrieval=self.retrieval_params(**retrieval),
                     stop=optional(str_list_arg, "stop", stop, allow_one=True),
                     seed=optional(int_arg, "seed", seed, 0), trace=bool(trace))
@@ -223,18 +241,25 @@ class RetgenEngine:
                temperature: Optional[float] = None, top_k: Optional[int] = None,
                top_p: Optional[float] = None, repetition_penalty: Optional[float] = None,
                stop: str | Sequence[str] | None = None, seed: Optional[int] = None,
-               trace: bool = True, **retrieval: Any) -> Iterator[GeneratedToken]:
+               trace: bool = True, min_p: Optional[float] = None,
+               typical_p: Optional[float] = None, **retrieval: Any) -> Iterator[GeneratedToken]:
+        """Generate token by token (see :meth:`generate`)."""
         kw = self._gen_kwargs(max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                              stop, seed, trace, retrieval)
+                              stop, seed, trace, retrieval, min_p, typical_p)
         return self.generator.stream(prompt, **kw)
 
     def generate(self, prompt: str, max_new_tokens: Optional[int] = None,
                  temperature: Optional[float] = None, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, repetition_penalty: Optional[float] = None,
                  stop: str | Sequence[str] | None = None, seed: Optional[int] = None,
-                 trace: bool = True, **retrieval: Any) -> GenerationResult:
+                 trace: bool = True, min_p: Optional[float] = None,
+                 typical_p: Optional[float] = None, **retrieval: Any) -> GenerationResult:
+        """Continue ``prompt``. Sampling (None: ``config.generation``; see
+        :mod:`retgen_engine.lm.sampling`): ``temperature`` (0: greedy), ``top_k``, ``top_p``,
+        ``typical_p``, ``min_p``, ``repetition_penalty``; ``seed`` makes it repeatable.
+        ``retrieval``: per-call retrieval and memory settings (:meth:`retrieval_params`)."""
         kw = self._gen_kwargs(max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-                              stop, seed, trace, retrieval)
+                              stop, seed, trace, retrieval, min_p, typical_p)
         return self.generator.generate(prompt, **kw)
 
     # -- description -------------------------------------------------------------------

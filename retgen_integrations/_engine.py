@@ -24,8 +24,8 @@ _BIND_LOCK = threading.Lock()
 #: (None: the model's config); the per-call ``memory=False`` leaves the memory out.
 MEMORY_ARGS = ("memory_k", "memory_refresh", "memory_keys", "memory_temperature")
 #: the generation arguments the adapters forward to :meth:`RetgenEngine.generate`.
-GENERATION_ARGS = ("temperature", "top_k", "top_p", "repetition_penalty", "seed", "budget",
-                   *MEMORY_ARGS)
+GENERATION_ARGS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repetition_penalty",
+                   "seed", "budget", *MEMORY_ARGS)
 
 
 def resolve_engine(engine: Optional[RetgenEngine], model_dir: Optional[str | os.PathLike],
@@ -144,6 +144,10 @@ class GenerationFields(BaseModel):
     temperature: Optional[float] = Field(None, ge=0.0)
     top_k: Optional[int] = Field(None, ge=0)
     top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    #: keep tokens with at least this share of the likeliest one's probability (0: all)
+    min_p: Optional[float] = Field(None, ge=0.0, le=1.0)
+    #: locally typical sampling mass (1: all)
+    typical_p: Optional[float] = Field(None, gt=0.0, le=1.0)
     repetition_penalty: Optional[float] = Field(None, gt=0.0)
     seed: Optional[int] = None
     #: with a trained policy: the share of tokens that encode and search (its skip stage);

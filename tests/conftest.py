@@ -15,10 +15,12 @@ def sample_corpus() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    """A model over the bundled sample corpus with the hashing encoder (seconds to build)."""
+    """A model over the bundled sample corpus with the hashing encoder (seconds to build),
+    with the built-in mixture weights (not tuned: tests read the defaults' behaviour; the
+    tuning has its own, tests/test_tuning.py)."""
     out = tmp_path_factory.mktemp("models") / "tiny"
     RetgenEngine.build(SAMPLE, out=out, config=hashing_config(), encoder=HashingEncoder(64),
-                       progress=False)
+                       progress=False, tune=False)
     return out
 
 

@@ -97,9 +97,11 @@ def test_unseen_prompt_words_are_reported(tiny_engine):
 def test_top_p_keeps_the_nucleus():
     logp = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
     rng = np.random.default_rng(0)
-    picks = {sample(logp, SamplingParams(top_p=0.7, allow_unk=True), rng) for _ in range(300)}
+    picks = {sample(logp, SamplingParams(top_p=0.7, typical_p=1.0, allow_unk=True), rng)
+             for _ in range(300)}
     assert picks == {0, 1}
-    picks = {sample(logp, SamplingParams(top_k=3, allow_unk=True), rng) for _ in range(300)}
+    picks = {sample(logp, SamplingParams(top_k=3, typical_p=1.0, allow_unk=True), rng)
+             for _ in range(300)}
     assert picks == {0, 1, 2}
 
 

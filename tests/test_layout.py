@@ -19,7 +19,7 @@ ALLOWED = {
     "docstore": {"persist", "search"},
     "memory": {"persist", "text", "docstore"},
     "lm": {"text", "ngram", "search", "memory"},
-    "learn": {"persist", "text", "ngram", "search", "lm"},
+    "learn": {"persist", "text", "ngram", "search", "memory", "lm"},
 }
 
 

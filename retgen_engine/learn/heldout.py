@@ -1,16 +1,22 @@
-"""Training queries for the learned parts, without leakage.
+"""Held-out slices of the training stream, without leakage.
 
-The last ``fraction`` of the training stream is the held-out slice S. Every statistic a
-training query sees is computed as if S had never been in the corpus: the back-off is
-re-estimated on the prefix, and each retrieved pattern's counts have S's occurrences
-subtracted (patterns that exist only because of S are masked). A query therefore never
-retrieves its own position, nor anything its document's neighbours in S contributed -- a
-stronger mask than RETRO's same-document chunk filter. Valid and test are never touched.
+A held-out slice S = stream[start:end] is scored as if it had never been in the corpus: the
+back-off is re-estimated on the rest of the stream, each retrieved pattern's counts have S's
+occurrences subtracted (patterns that exist only because of S are masked), and the document
+memory's passages that overlap S may not be retrieved. A query therefore never retrieves its
+own position, nor anything its document's neighbours in S contributed -- a stronger mask
+than RETRO's same-document chunk filter. Valid and test are never touched.
+
+:class:`HeldOutSlice` is that machinery; :func:`build_training_data` (the learned parts: the
+last ``fraction`` of the stream, sampled queries) and :mod:`.tuning` (the mixture's weights at
+build time) both read it.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -50,9 +56,94 @@ def slice_counts(patterns: PatternTable, stream: np.ndarray, s_levels: list[NGra
     return c, tot
 
 
+@dataclass
+class HeldOutSlice:
+    """stream[start:end] held out: ``backoff`` is re-estimated on the rest of the stream
+    (stream[:start] followed by stream[end:]; the few n-grams across that join are the only
+    ones the corpus did not have), ``levels`` count the n-grams wholly inside the slice (what
+    :func:`slice_counts` subtracts from the patterns)."""
+
+    stream: np.ndarray
+    start: int
+    end: int
+    vocab_size: int
+    backoff: KneserNeyLM
+    levels: list[NGramLevel]
+
+    @classmethod
+    def make(cls, stream: np.ndarray, vocab_size: int, order: int, max_length: int,
+             start: int, end: int) -> "HeldOutSlice":
+        stream = np.asarray(stream, dtype=np.int64)
+        if not 0 <= start < end <= len(stream):
+            raise ValueError(f"held-out slice [{start}, {end}) is not inside the stream "
+                             f"[0, {len(stream)})")
+        rest = np.concatenate([stream[:start], stream[end:]])
+        kn = KneserNeyLM.from_levels(build_levels(rest, vocab_size, order), order, vocab_size)
+        return cls(stream, int(start), int(end), int(vocab_size), kn,
+                   build_levels(stream[start:end], vocab_size, max_length + 1))
+
+    def margin(self, order: int, max_length: int) -> int:
+        """Positions at the slice's start whose n-grams cross into the rest: not scored."""
+        return max(max_length, order) + 1
+
+    def candidates(self, ret: Any, pos: np.ndarray, k: int, progress: bool = False,
+                   vecs: Optional[np.ndarray] = None) -> dict:
+        """The pattern search for predicting stream[i], i in ``pos`` (inside the slice), with
+        the slice's occurrences subtracted: ``vecs`` (the queries' embeddings), ``dist`` and
+        ``ids`` [n, k] (-1 where masked or none), ``valid``, ``ratio`` (count(p, target) /
+        count(p), both without the slice) and ``count`` (count(p) without the slice)."""
+        stream, patterns = self.stream, ret.patterns
+        pos = np.asarray(pos, dtype=np.int64)
+        targets = stream[pos]
+        if vecs is None:
+            texts = ret.stream_texts(stream, pos)
+            vecs = ret.encoder.encode(texts, batch_size=256, progress=progress,
+                                      desc="encoding queries")
+        r = ret.search_vectors(vecs, k, progress=progress)
+        D, I = r.D, r.I
+        c_full = ret.counts_of(I, targets)
+        n_full = np.where(I >= 0, patterns.count[np.maximum(I, 0)], 0)
+        c_s, n_s = slice_counts(patterns, stream, self.levels, self.vocab_size, I, targets)
+        cnt = n_full - n_s
+        valid = (I >= 0) & (cnt > 0)
+        ratio = np.where(valid, (c_full - c_s) / np.maximum(cnt, 1), 0.0)
+        return {"vecs": vecs, "dist": np.where(valid, D, 0.0), "ids": np.where(valid, I, -1),
+                "valid": valid, "ratio": ratio, "count": np.where(valid, cnt, 0),
+                "masked_share": float(1 - valid.sum() / max((I >= 0).sum(), 1))}
+
+    def memory_exclusions(self, memory: Any, doc_offsets: np.ndarray,
+                          doc_names: Sequence[str], before: int = 0) -> set[int]:
+        """Passage ids of the memory's corpus passages that overlap the slice or the ``before``
+        tokens ahead of it (the text the slice's own context reads: at test time a text's own
+        past is never in the memory). Passages are named as
+        :func:`~retgen_engine.memory.passages.corpus_passages` names them: ``<document>#<part>``,
+        a repeated document name made ``<name>@<index>``."""
+        start = max(0, self.start - int(before))
+        from ..memory.passages import passage_spans, record_id
+
+        cfg = memory.config
+        L, stride = cfg.passage_length, cfg.stride or cfg.passage_length
+        out: set[int] = set()
+        seen: set[str] = set()
+        offs = np.asarray(doc_offsets, dtype=np.int64)
+        for d, name in enumerate(doc_names):
+            doc = name if name not in seen else f"{name}@{d}"
+            seen.add(doc)
+            lo, hi = int(offs[d]), int(offs[d + 1])
+            if hi <= start or lo >= self.end:
+                continue
+            for part, (s, e) in enumerate(passage_spans(hi - lo, L, stride)):
+                if lo + s < self.end and lo + e > start:
+                    pid = memory.store.int_id(record_id(doc, part))
+                    if pid is not None:
+                        out.add(int(pid))
+        return out
+
+
 def build_training_data(engine, fraction: float = 0.02, max_queries: int = 20000, k: int = 64,
                         seed: int = 0, progress: bool = True) -> dict:
-    """Cached features of held-out training queries (see module docstring)."""
+    """Cached features of held-out training queries: the last ``fraction`` of the stream held
+    out (see :class:`HeldOutSlice`), ``max_queries`` positions of it sampled."""
     if not 0 < fraction < 0.5:
         raise ValueError(f"fraction={fraction}: the held-out slice must be in (0, 0.5)")
     t0 = time.perf_counter()
@@ -63,8 +154,8 @@ def build_training_data(engine, fraction: float = 0.02, max_queries: int = 20000
     lo = cut + max(lmax, order) + 1
     if T - lo < 100:
         raise ValueError(f"the corpus ({T} tokens) is too small to hold out a training slice")
-    kn = KneserNeyLM.from_levels(build_levels(stream[:cut], V, order), order, V)
-    s_levels = build_levels(stream[cut:], V, lmax + 1)
+    held = HeldOutSlice.make(stream, V, order, lmax, cut, T)
+    kn = held.backoff
     rng = np.random.default_rng(seed)
     pos = np.sort(rng.choice(np.arange(lo, T), size=min(max_queries, T - lo), replace=False))
     targets = stream[pos]
@@ -75,27 +166,16 @@ def build_training_data(engine, fraction: float = 0.02, max_queries: int = 20000
     log_base = engine.lm.cache.mix_stream(kn.stream_logprobs(seg, start=1), seg, V, start=1)
     log_base = log_base[pos - base - 1]
 
-    ret = engine.retriever
-    itos = engine.vocab.itos
-    q = ret.query_length
-    texts = [ret.tokenizer.context_text([itos[t] for t in stream[i - q:i]]) for i in pos.tolist()]
-    vecs = ret.encoder.encode(texts, batch_size=256, progress=progress, desc="encoding queries")
-    D, I = ret.index.search(vecs, k)
-    c_full = ret.counts_of(I, targets)
-    n_full = np.where(I >= 0, engine.patterns.count[np.maximum(I, 0)], 0)
-    c_s, n_s = slice_counts(engine.patterns, stream, s_levels, V, I, targets)
-    cnt = n_full - n_s
-    valid = (I >= 0) & (cnt > 0)
-    I_m = np.where(valid, I, -1)
+    c = held.candidates(engine.retriever, pos, k, progress)
+    valid, I_m = c["valid"], c["ids"]
     feats = candidate_features(engine.patterns, stream, I_m, right_aligned(stream, pos, lmax))
-    ratio = np.where(valid, (c_full - c_s) / np.maximum(cnt, 1), 0.0)
     kf = backoff_features(kn, stream, pos)
     log.info("training data: %d queries from the last %.1f%% of the corpus, %.1f%% of retrieved "
              "candidates masked as leakage, %.1fs", len(pos), 100 * fraction,
-             100 * (1 - valid.sum() / max((I >= 0).sum(), 1)), time.perf_counter() - t0)
-    return {"dist": np.where(valid, D, 0.0), "valid": valid, "ratio": ratio, "ids": I_m,
-            "logfreq": np.log(np.maximum(cnt, 1)), "div": feats["div"], "len": feats["len"],
-            "exact": feats["exact"], "log_base": log_base, "x": np.concatenate([vecs, kf], axis=1),
-            "kf": kf,
+             100 * c["masked_share"], time.perf_counter() - t0)
+    return {"dist": c["dist"], "valid": valid, "ratio": c["ratio"], "ids": I_m,
+            "logfreq": np.log(np.maximum(c["count"], 1)), "div": feats["div"],
+            "len": feats["len"], "exact": feats["exact"], "log_base": log_base,
+            "x": np.concatenate([c["vecs"], kf], axis=1), "kf": kf,
             "z": skip_features(kf, engine.lm.cache.window, stream, pos),
             "positions": pos, "targets": targets, "cut": cut}

@@ -1,5 +1,22 @@
-"""Turning a next-token log-distribution into a choice: temperature, top-k, top-p and a
-repetition penalty, with a seeded numpy generator (same seed, same choices)."""
+"""Turning a next-token log-distribution into a choice: a repetition penalty, temperature,
+top-k, top-p (nucleus), typical and min-p truncation, with a seeded numpy generator (same seed,
+same choices).
+
+The steps apply in that order, each on what the previous one left:
+
+- ``repetition_penalty`` r multiplies the log-probability of every token already in the text
+  (prompt and output) by r (log-probs are <= 0, so r > 1 makes them less likely);
+- ``temperature`` T divides the log-probabilities (0: greedy, the argmax of the penalized
+  distribution; the truncations below then do not matter);
+- ``top_k`` keeps the k likeliest tokens (0: all);
+- ``top_p`` keeps the smallest set of likeliest tokens whose mass reaches p (1: all;
+  Holtzman et al. 2020);
+- ``typical_p`` keeps the smallest set of tokens whose surprisal -log p is closest to the
+  distribution's entropy and whose mass reaches the value (1: all; Meister et al. 2023);
+- ``min_p`` keeps the tokens whose probability is at least min_p times the likeliest one's
+  (0: all; Nguyen et al. 2024).
+
+Every truncation keeps at least the likeliest token."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -19,15 +36,19 @@ class SamplingParams:
 
     temperature: float = _D["temperature"].default  # 0 = greedy
     top_k: int = _D["top_k"].default                # 0 = no limit
-    top_p: float = _D["top_p"].default
+    top_p: float = _D["top_p"].default              # 1 = no limit
     repetition_penalty: float = _D["repetition_penalty"].default
     allow_unk: bool = _D["allow_unk"].default
+    min_p: float = _D["min_p"].default              # 0 = no limit
+    typical_p: float = _D["typical_p"].default      # 1 = no limit
 
     def __post_init__(self):
         float_arg("temperature", self.temperature, 0.0)  # finite; 0 = greedy
         int_arg("top_k", self.top_k, 0)                  # 0 = no limit
-        float_arg("top_p", self.top_p)
-        float_arg("repetition_penalty", self.repetition_penalty)
+        float_arg("top_p", self.top_p, 0.0, 1.0, lo_open=True)
+        float_arg("repetition_penalty", self.repetition_penalty, 0.0, lo_open=True)
+        float_arg("min_p", self.min_p, 0.0, 1.0)
+        float_arg("typical_p", self.typical_p, 0.0, 1.0, lo_open=True)
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         for k, v in check_fields(GenerationConfig, **values).items():
             object.__setattr__(self, k, v)
@@ -38,10 +59,27 @@ class SamplingParams:
         base = {f.name: getattr(cfg, f.name) for f in fields(cls)}
         return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
 
-def sample(logp: np.ndarray, params: SamplingParams, rng: np.random.Generator,
-           seen: Optional[Iterable[int]] = None, unk_id: int = 0) -> int:
-    """Pick a token id from log-probabilities ``logp`` [V]."""
+
+def _smallest_set(p: np.ndarray, order: np.ndarray, mass: float) -> np.ndarray:
+    """The first tokens of ``order`` whose probability ``p`` reaches ``mass`` (at least one)."""
+    cum = np.cumsum(p[order])
+    cut = int(np.searchsorted(cum, mass * cum[-1])) + 1
+    return order[:min(cut, len(order))]
+
+
+def _keep(p: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    q = np.zeros_like(p)
+    q[keep] = p[keep]
+    return q / q.sum()
+
+
+def distribution(logp: np.ndarray, params: SamplingParams,
+                 seen: Optional[Iterable[int]] = None, unk_id: int = 0) -> np.ndarray:
+    """The distribution [V] that :func:`sample` draws from (one-hot for greedy)."""
     x = np.array(logp, dtype=np.float64)
     if not params.allow_unk:
         x[unk_id] = -np.inf
@@ -49,8 +87,10 @@ def sample(logp: np.ndarray, params: SamplingParams, rng: np.random.Generator,
         idx = np.fromiter(set(seen), dtype=np.int64)
         if idx.size:
             x[idx] = x[idx] * params.repetition_penalty  # log-probs are <= 0: > 1 penalizes
-    if params.temperature == 0:
-        return int(np.argmax(x))
+    if params.greedy:
+        p = np.zeros(len(x))
+        p[int(np.argmax(x))] = 1.0
+        return p
     x = x / params.temperature
     if params.top_k and params.top_k < len(x):
         kth = np.partition(x, -params.top_k)[-params.top_k]
@@ -59,11 +99,23 @@ def sample(logp: np.ndarray, params: SamplingParams, rng: np.random.Generator,
     p = np.exp(x)
     p /= p.sum()
     if params.top_p < 1.0:
-        order = np.argsort(-p, kind="stable")
-        cum = np.cumsum(p[order])
-        cut = int(np.searchsorted(cum, params.top_p)) + 1  # smallest set with mass >= top_p
-        keep = order[:cut]
-        q = np.zeros_like(p)
-        q[keep] = p[keep]
-        p = q / q.sum()
+        p = _keep(p, _smallest_set(p, np.argsort(-p, kind="stable"), params.top_p))
+    if params.typical_p < 1.0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logq = np.log(p)
+            ent = -np.sum(np.where(p > 0, p * logq, 0.0))
+            dev = np.where(p > 0, np.abs(-logq - ent), np.inf)
+        p = _keep(p, _smallest_set(p, np.argsort(dev, kind="stable"), params.typical_p))
+    if params.min_p > 0.0:
+        p = np.where(p >= params.min_p * p.max(), p, 0.0)
+        p /= p.sum()
+    return p
+
+
+def sample(logp: np.ndarray, params: SamplingParams, rng: np.random.Generator,
+           seen: Optional[Iterable[int]] = None, unk_id: int = 0) -> int:
+    """Pick a token id from log-probabilities ``logp`` [V]."""
+    p = distribution(logp, params, seen, unk_id)
+    if params.greedy:  # no draw: the generator's state is left as it was
+        return int(np.argmax(p))
     return int(rng.choice(len(p), p=p))
