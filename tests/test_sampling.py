@@ -172,3 +172,26 @@ def test_adapters_pass_min_p_and_typical_through(tiny_engine):
     assert llm.invoke("The game").content == want
     with pytest.raises(ValueError, match="min_p"):
         ChatRetgen(engine=tiny_engine, min_p=1.5)
+
+
+@pytest.mark.parametrize("peak", [0.0, 2.0, 8.0])
+def test_top_p_and_typical_sets_equal_a_full_sort(monkeypatch, peak):
+    """The candidate shortcut of _smallest_set keeps exactly the set a full sort keeps, on
+    flat and peaked distributions over a large vocabulary (ties included)."""
+    from retgen_engine.lm import sampling
+
+    rng = np.random.default_rng(int(peak))
+    V = 20_000
+    logits = rng.standard_normal(V) * peak
+    logits[rng.integers(V, size=500)] = logits.max()  # ties at the top
+    logits[:300] = np.round(logits[:300], 1)           # ties in the middle
+    logp = logits - np.logaddexp.reduce(logits)
+    for kw in ({"top_p": 0.9}, {"top_p": 0.5}, {"typical_p": 0.95}, {"typical_p": 0.2},
+               {"top_p": 0.95, "typical_p": 0.9}):
+        params = SamplingParams(temperature=1.0, allow_unk=True, **{"typical_p": 1.0, **kw})
+        fast = sampling.distribution(logp, params)
+        monkeypatch.setattr(sampling, "CANDIDATES", V)  # > V / 2: always the full sort
+        full = sampling.distribution(logp, params)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(fast > 0, full > 0)
+        np.testing.assert_allclose(fast, full, rtol=1e-12, atol=0)
