@@ -4,6 +4,7 @@ import json
 import re
 import time
 
+import numpy as np
 import pytest
 
 from retgen_engine import HashingEncoder, RetgenEngine
@@ -158,3 +159,33 @@ def test_cli_verify_overwrite_and_encoder_flags(tmp_path, capsys):
     assert main(["info", "--model", str(out), "--encoder-backend", "torch",
                  "--encoder-dtype", "int8"]) == 2  # int8 needs onnx: one line, exit 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_bm25s_index_builds_do_not_reach_the_console():
+    """bm25s sets its own logger to DEBUG on import; with the CLI's logging (root at WARNING,
+    a handler of no level) its "Building index" lines were printed on every memory sync."""
+    import logging
+
+    import bm25s  # noqa: F401  (its import sets the level)
+
+    from retgen_engine.memory.keys import LexicalKeys
+
+    logging.getLogger("bm25s").setLevel(logging.DEBUG)  # as bm25s leaves it
+    got = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            got.append(record)
+
+    root, h = logging.getLogger(), Keep()
+    old = root.level
+    root.addHandler(h)
+    root.setLevel(logging.WARNING)
+    try:
+        keys = LexicalKeys()
+        keys.rebuild(np.arange(2), ["the tower was built", "the game was released"])
+        assert keys.search(["tower"], 1)[0][0, 0] == 0
+    finally:
+        root.removeHandler(h)
+        root.setLevel(old)
+    assert [r.getMessage() for r in got if r.name.startswith("bm25s")] == []

@@ -16,6 +16,14 @@ log = logging.getLogger(__name__)
 KEYS = ("lexical", "dense", "fused")
 
 
+def quiet_bm25s() -> None:
+    """bm25s sets its logger to DEBUG on import, so every index build reached the console
+    ("Building index from token IDs"); keep it at WARNING unless the user changed it."""
+    lg = logging.getLogger("bm25s")
+    if lg.level == logging.DEBUG:
+        lg.setLevel(logging.WARNING)
+
+
 class LexicalKeys:
     """BM25 over the passages' texts (``bm25s``: its tokenizer with English stop words, Lucene
     BM25). The index is derived state: rebuilt from the texts when the passages change (about
@@ -29,6 +37,8 @@ class LexicalKeys:
 
     def rebuild(self, pids: np.ndarray, texts: Sequence[str]) -> None:
         import bm25s
+
+        quiet_bm25s()
 
         self._pids = np.asarray(pids, dtype=np.int64)
         if not len(self._pids):
