@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from .search.encoder import Encoder, load_encoder_from_config
 from .search.index import table_bytes
 from .text.corpus import CorpusSource, read_eval_tokens
 from .text.tokenizer import Vocabulary
+
+if TYPE_CHECKING:
+    from .docstore.milvus import MilvusStore
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +155,7 @@ class RetgenEngine:
             self.use_memory(None)
         return self.parts.memory
 
-    def use_memory(self, store: Optional[DocumentStore] = None) -> PassageMemory:
+    def use_memory(self, store: Optional["DocumentStore | MilvusStore"] = None) -> PassageMemory:
         """Read the memory from ``store`` (a document store shared with an adapter: what the
         framework adds, the generator copies from); None: a new, empty memory."""
         mem = PassageMemory(self.tokenizer, self.encoder, self.config.memory,

@@ -28,6 +28,8 @@ and the matching ids go to Milvus (a scan per call).
 Persistence (:mod:`.milvus_persist`): :meth:`save` writes a checksummed manifest (and for
 Milvus Lite the database directory), :meth:`load` reconnects. Threads: every call that talks
 to Milvus runs under one re-entrant lock.
+
+Readers that derive state from the records (the document memory): :mod:`.milvus_sync`.
 """
 from __future__ import annotations
 
@@ -41,10 +43,12 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..checks import ArgumentError, float_arg, optional
 from ..config import IndexConfig
 from . import milvus_index as mi
 from .filters import Filter, compile_filter
-from .milvus_collection import MAX_VARCHAR, attach, create
+from .milvus_collection import MAX_VARCHAR, attach, connect, create, quiet_lite_iterator
+from .milvus_sync import REVISION_CHECK_S, ChangeTracking
 from .milvus_expr import KINDS, META, PK, NotExpressibleError, ids_expr, kinds_of, to_expr
 from .ranking import RerankedSearch, batch_rows, normalize_rows
 from .records import Hit, Record, check_batch, check_ids
@@ -56,7 +60,7 @@ BATCH = 1000            # rows or ids per request
 CALLABLE_MODES = ("error", "client")
 
 
-class MilvusStore(RerankedSearch):
+class MilvusStore(ChangeTracking, RerankedSearch):
     """Texts, metadata and vectors in a Milvus collection (module docstring)."""
 
     backend = "milvus"
@@ -66,18 +70,22 @@ class MilvusStore(RerankedSearch):
                  index_config: Optional[IndexConfig] = None, index_type: Optional[str] = None,
                  index_params: Optional[Mapping[str, Any]] = None,
                  consistency_level: str = "Strong", callable_filters: str = "error",
-                 vector_dtype: str = "float32", db_name: str = "") -> None:
+                 vector_dtype: str = "float32", db_name: str = "",
+                 revision_check_s: Optional[float] = REVISION_CHECK_S) -> None:
         from pymilvus import MilvusClient
 
-        if dim is not None and (not isinstance(dim, int) or dim < 1):
-            raise ValueError(f"dim={dim!r} must be a positive int (or None: set by the first add)")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise ArgumentError(f"dim={dim!r} must be a positive int (or None: set by the first "
+                                "add)")
         if vector_dtype != "float32":
-            raise ValueError(f"vector_dtype={vector_dtype!r}: the Milvus backend stores float32")
+            raise ArgumentError(f"vector_dtype={vector_dtype!r}: the Milvus backend stores "
+                                "float32")
         if callable_filters not in CALLABLE_MODES:
-            raise ValueError(f"callable_filters={callable_filters!r}; allowed: "
-                             f"{', '.join(CALLABLE_MODES)}")
+            raise ArgumentError(f"callable_filters={callable_filters!r}; allowed: "
+                                f"{', '.join(CALLABLE_MODES)}")
         if not isinstance(collection, str) or not collection:
-            raise ValueError(f"collection={collection!r} must be a non-empty name")
+            raise ArgumentError(f"collection={collection!r} must be a non-empty name")
+        self.revision_check_s = optional(float_arg, "revision_check_s", revision_check_s, lo=0.0)
         self.uri, self.collection, self.db_name = str(uri), collection, db_name
         self.index_config = index_config or IndexConfig()
         self.index_type, self.index_params = mi.requested_index(index_type, self.index_config,
@@ -94,12 +102,14 @@ class MilvusStore(RerankedSearch):
         self._lock = threading.RLock()
         self._last_seq = 0
         self._index_report: Optional[dict] = None
+        self._init_tracking()
         if self.lite is not None:
-            _quiet_lite_iterator()
-        self._client = MilvusClient(uri=self.uri, token=token or "", db_name=db_name)
+            quiet_lite_iterator()
+        self._client = connect(MilvusClient, self.uri, token, db_name, self.lite is not None)
         self._ready = False
         if self._client.has_collection(collection):
             attach(self)
+            self._view_complete, self._log_base = False, None
 
     def index_report(self) -> dict:
         """What Milvus reports and built for the vector index (:func:`.milvus_index.read_back`;
@@ -140,10 +150,6 @@ class MilvusStore(RerankedSearch):
     def ids(self) -> list[str]:
         return [r.id for r in self._scan("", with_text=False)]
 
-    def int_id(self, id: str) -> None:
-        """Milvus keys records by their string ids; there are no int ids."""
-        return None
-
     def stats(self) -> dict[str, Any]:
         """``backend``, ``uri``, ``lite``, ``collection``, ``records``, ``dim``,
         ``index_spec`` (requested), ``index`` (:meth:`index_report`: what was built, and
@@ -171,20 +177,32 @@ class MilvusStore(RerankedSearch):
             if not self._ready:
                 self.dim = self.dim or int(v.shape[1])
                 create(self)
-            for i in range(0, n, BATCH):
-                self._client.upsert(self.collection, rows[i:i + BATCH])
+            try:
+                for i in range(0, n, BATCH):
+                    self._client.upsert(self.collection, rows[i:i + BATCH])
+            except BaseException:
+                self._outside_write("failed mid-write")  # some batches may be in
+                raise
+            removed = [self._view.pop(x)[1] for x in ids if x in self._view]
+            added = []
+            for x, t, m, row in zip(ids, texts, metadatas, rows):
+                iid, self._next_iid = self._next_iid, self._next_iid + 1
+                self._view[x] = (row["seq"], iid)
+                added.append((iid, Record(x, t, dict(m or {}))))
+            self._max_seq = max(self._max_seq, self._last_seq)
+            self._logged(added, removed)
         return ids
 
     def _row(self, id: str, text: str, md: Optional[Mapping[str, Any]], vec: np.ndarray) -> dict:
         for what, s in (("id", id), ("text", text)):
             if len(s.encode("utf-8")) > MAX_VARCHAR:
-                raise ValueError(f"{what} of record {id[:40]!r} is longer than Milvus' "
+                raise ArgumentError(f"{what} of record {id[:40]!r} is longer than Milvus' "
                                  f"{MAX_VARCHAR}-byte VARCHAR limit")
         md = dict(md or {})
         try:
             json.dumps(md, allow_nan=False)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"metadata of record {id!r} is not JSON-serializable ({e}); Milvus "
+            raise ArgumentError(f"metadata of record {id!r} is not JSON-serializable ({e}); Milvus "
                              "stores only JSON values (str, number, bool, None, list, dict)"
                              ) from None
         self._last_seq = max(time.time_ns(), self._last_seq + 1)
@@ -198,8 +216,14 @@ class MilvusStore(RerankedSearch):
             if not self._ready or not ids:
                 return 0
             found = [r.id for r in self.get(ids, with_text=False)]
-            for i in range(0, len(found), BATCH):
-                self._client.delete(self.collection, ids=found[i:i + BATCH])
+            try:
+                for i in range(0, len(found), BATCH):
+                    self._client.delete(self.collection, ids=found[i:i + BATCH])
+            except BaseException:
+                self._outside_write("failed mid-delete")
+                raise
+            if found:
+                self._logged([], [self._view.pop(x)[1] for x in found if x in self._view])
             return len(found)
 
     def clear(self) -> None:
@@ -208,6 +232,10 @@ class MilvusStore(RerankedSearch):
             if self._client.has_collection(self.collection):
                 self._client.drop_collection(self.collection)
             self._ready, self._index_report = False, None
+            self._view, self._view_complete = {}, True
+            self._revision += 1
+            self._log.clear()
+            self._log_rows, self._log_base, self._fp_count = 0, self._revision, None
 
     # -- reads -----------------------------------------------------------------------
     def get(self, ids: Sequence[str], with_text: bool = True) -> list[Record]:
@@ -251,16 +279,25 @@ class MilvusStore(RerankedSearch):
         with self._lock:
             if not self._ready:
                 return []
-            it = self._client.query_iterator(self.collection, batch_size=BATCH, filter=expr,
-                                             output_fields=fields)
-            rows: list[dict] = []
-            try:
-                while batch := it.next():
-                    rows.extend(batch)
-            finally:
-                it.close()
-        rows.sort(key=lambda r: r["seq"])
+            rows = self._scan_rows(expr, fields)
         return [Record(r[PK], r.get("text", ""), dict(r.get(META) or {})) for r in rows]
+
+    def _scan_rows(self, expr: str, fields: list[str]) -> list[dict]:
+        """Every row matching ``expr`` (``query_iterator``, BATCH rows a page), one per pk (the
+        newest ``seq``: a write by another client during the scan can show a pk twice), in
+        ``seq`` order. Called under the lock."""
+        it = self._client.query_iterator(self.collection, batch_size=BATCH, filter=expr,
+                                         output_fields=fields)
+        rows: dict[str, dict] = {}
+        try:
+            while batch := it.next():
+                for r in batch:
+                    old = rows.get(r[PK])
+                    if old is None or r["seq"] > old["seq"]:
+                        rows[r[PK]] = r
+        finally:
+            it.close()
+        return sorted(rows.values(), key=lambda r: r["seq"])
 
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """Stored (unit, float32) vectors for ``ids``; KeyError names an unknown id."""
@@ -293,14 +330,14 @@ class MilvusStore(RerankedSearch):
         """The ``k`` nearest records matching ``filter`` (and among ``ids`` when given), best
         first; fewer when fewer exist. ``nprobe`` (IVF) or ``ef`` (HNSW) per call."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k={k!r} must be an int >= 1")
+            raise ArgumentError(f"k={k!r} must be an int >= 1")
         k = int(k)
         if k > MAX_TOPK:
-            raise ValueError(f"k={k} is above Milvus' search limit of {MAX_TOPK}")
+            raise ArgumentError(f"k={k} is above Milvus' search limit of {MAX_TOPK}")
         only = None if ids is None else list(dict.fromkeys(check_ids(ids)))
         q = normalize_rows(query, self.dim, "query vector")
         if len(q) != 1:
-            raise ValueError(f"search takes one query vector, got {len(q)}")
+            raise ArgumentError(f"search takes one query vector, got {len(q)}")
         fields = ["text", META] + ([mi.VECTOR] if with_vectors else [])
         with self._lock:
             expr = self._filter_expr(filter, only)
@@ -353,19 +390,6 @@ class MilvusStore(RerankedSearch):
     def close(self) -> None:
         with self._lock:
             self._client.close()
-
-
-class _NoMvccWarning(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "failed to get mvccTs" not in record.getMessage()
-
-
-def _quiet_lite_iterator() -> None:
-    """Milvus Lite has no MVCC timestamp RPC; pymilvus' iterator warns on every scan and then
-    does the right thing (client-side timestamp). Drop only that message."""
-    lg = logging.getLogger("pymilvus.orm.iterator")
-    if not any(isinstance(f, _NoMvccWarning) for f in lg.filters):
-        lg.addFilter(_NoMvccWarning())
 
 
 __all__ = ["MilvusStore", "MAX_VARCHAR", "MAX_TOPK", "CALLABLE_MODES"]

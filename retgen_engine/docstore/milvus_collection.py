@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
 from . import milvus_index as mi
 from .milvus_expr import KINDS, META, PK
@@ -109,4 +109,35 @@ def _num(v: Any) -> Any:
         return v
 
 
-__all__ = ["create", "create_index", "attach", "FIELDS", "MAX_VARCHAR"]
+__all__ = ["create", "create_index", "attach", "connect", "quiet_lite_iterator", "FIELDS",
+           "MAX_VARCHAR"]
+
+
+def connect(client_cls: type, uri: str, token: Optional[str], db_name: str, lite: bool,
+             attempts: int = 3) -> Any:
+    """A client for ``uri``. Milvus Lite's local gRPC server sometimes drops a connection that
+    pymilvus shares between clients of one URI (GOAWAY "too_many_pings" after the channel sat
+    idle; seen under load in long test sessions), and the next client fails to connect: for
+    Milvus Lite that failure is retried a few times, with a warning."""
+    for i in range(attempts):
+        try:
+            return client_cls(uri=uri, token=token or "", db_name=db_name)
+        except Exception as e:  # noqa: BLE001 - pymilvus' MilvusException, re-raised below
+            if not lite or "Fail connecting" not in str(e) or i == attempts - 1:
+                raise
+            log.warning("docstore(milvus): connecting to %r failed (%s); retrying", uri, e)
+            time.sleep(0.5 * (i + 1))
+    raise AssertionError("unreachable")
+
+
+class _NoMvccWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to get mvccTs" not in record.getMessage()
+
+
+def quiet_lite_iterator() -> None:
+    """Milvus Lite has no MVCC timestamp RPC; pymilvus' iterator warns on every scan and then
+    does the right thing (client-side timestamp). Drop only that message."""
+    lg = logging.getLogger("pymilvus.orm.iterator")
+    if not any(isinstance(f, _NoMvccWarning) for f in lg.filters):
+        lg.addFilter(_NoMvccWarning())

@@ -34,6 +34,7 @@ MILVUS_FORMAT = "retgen-docstore-milvus"
 MILVUS_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LITE_DB = "milvus.db"
+TOKEN_ENV = "RETGEN_MILVUS_TOKEN"
 
 
 def _digest(body: dict) -> str:
@@ -76,12 +77,15 @@ def save_milvus(store: Any, path: str | os.PathLike) -> Path:
             db = Path(store.lite)
             if db.parent == path:
                 db_file = db.name
+                store.flush()  # sealed and indexed before the manifest says it is there
+                _settle_lite(store)
             else:  # a snapshot, under a new name: the old one serves until the commit
                 db_file = f"milvus-{uuid.uuid4().hex[:12]}.db"
                 store.flush()
                 tmp = path / f".{db_file}.tmp"
                 if db.exists():
-                    shutil.copytree(db, tmp, ignore=shutil.ignore_patterns("LOCK"))
+                    _settle_lite(store)
+                    _copy_stable(db, tmp)
                 else:
                     tmp.mkdir()
                 os.rename(tmp, path / db_file)
@@ -92,7 +96,8 @@ def save_milvus(store: Any, path: str | os.PathLike) -> Path:
                 "index_params": dict(store.index_params),
                 "index_config": store.index_config.model_dump(),
                 "consistency_level": store.consistency_level,
-                "callable_filters": store.callable_filters, "extra": store.extra,
+                "callable_filters": store.callable_filters,
+                "revision_check_s": store.revision_check_s, "extra": store.extra,
                 "saved_at": time.time()}
         (c.path / MANIFEST).write_text(json.dumps({**body, "sha256": _digest(body)}, indent=2))
         try:
@@ -110,6 +115,49 @@ def save_milvus(store: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def _settle_lite(store: Any, timeout: float = 120.0) -> None:
+    """Wait (up to ``timeout`` s) until Milvus Lite has written an index file for every flushed
+    segment of the store's collection: it builds them in a background thread after a flush, and
+    a snapshot copied meanwhile holds a half-written file ("Failed to read all data for array
+    ... file seems not fully written?" when it is loaded; seen in a test under load). No wait
+    when Lite cannot build the index (IVF_PQ: brute force, no index files)."""
+    from . import milvus_index as mi
+
+    if not store._ready or (store.index_report().get("built") == "BRUTE_FORCE"):
+        return
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        seg = mi.lite_segments(store.lite, store.collection, store.index_type)
+        if seg["indexed_segments"] >= seg["segments"]:
+            return
+        time.sleep(0.1)
+    log.warning("docstore(milvus): Milvus Lite has not indexed every segment of %r after %.0f s; "
+                "saving the snapshot anyway", store.collection, timeout)
+
+
+def _files(root: Path) -> dict:
+    return {str(p.relative_to(root)): (st.st_size, st.st_mtime_ns)
+            for p in root.rglob("*") if p.is_file() and p.name != "LOCK"
+            for st in (p.stat(),)}
+
+
+def _copy_stable(src: Path, dst: Path, attempts: int = 5) -> None:
+    """Copy the Lite database ``src`` to ``dst`` so that no file changed while it was copied
+    (Milvus Lite's background threads write index and compaction files): copied again, after a
+    pause, while any file's size or mtime moved; a warning when it never settled."""
+    for i in range(attempts):
+        before = _files(src)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("LOCK"))
+        if _files(src) == before:
+            return
+        if i == attempts - 1:
+            log.warning("docstore(milvus): files of %s kept changing while it was copied; the "
+                        "snapshot is the last copy", src)
+            return
+        shutil.rmtree(dst, ignore_errors=True)
+        time.sleep(0.2 * (i + 1))
+
+
 def _only_db(path: Path, store: Any) -> bool:
     """True when ``path`` holds nothing but this store's own Lite database (first save)."""
     names = {p.name for p in path.iterdir()} - {".lock"}
@@ -119,8 +167,12 @@ def _only_db(path: Path, store: Any) -> bool:
 
 def load_milvus(cls: type, path: str | os.PathLike, verify: bool, token: Optional[str],
                 overrides: dict) -> Any:
-    """Reconnect to the collection the manifest at ``path`` names."""
+    """Reconnect to the collection the manifest at ``path`` names. The token is never saved:
+    ``token``, else the environment variable ``RETGEN_MILVUS_TOKEN`` (how a model whose memory
+    is on a server with authentication is loaded by ``retgen generate``), else none."""
     path = Path(path)
+    if token is None:
+        token = os.environ.get(TOKEN_ENV) or None
     m = _read(path)
     if m is None:
         raise ModelNotFoundError(f"no RETGEN Milvus docstore at {str(path)!r} "
@@ -132,19 +184,28 @@ def load_milvus(cls: type, path: str | os.PathLike, verify: bool, token: Optiona
     if _digest(body) != m.get("sha256"):  # always: a wrong URI or collection is a wrong store
         raise ModelFormatError(f"{str(resolve(path) / MANIFEST)!r} does not match its checksum "
                                "(corrupt or modified)")
-    uri = str(safe_path(path.absolute(), m["db_file"], "Milvus database")) if m["db_file"] else m["uri"]
-    kw = {"uri": uri, "collection": m["collection"], "token": token, "dim": m["dim"],
-          "index_config": IndexConfig(**m["index_config"]), "index_type": m["index_type"],
-          "index_params": m["index_params"], "consistency_level": m["consistency_level"],
-          "callable_filters": m["callable_filters"], "db_name": m.get("db_name") or "",
-          **overrides}
-    store = cls(**kw)
-    if m["count"] and not store._ready:
+    try:
+        uri = (str(safe_path(path.absolute(), m["db_file"], "Milvus database")) if m["db_file"]
+               else m["uri"])
+        if not isinstance(uri, str) or not uri:
+            raise ValueError(f"uri={uri!r}")
+        kw = {"uri": uri, "collection": m["collection"], "token": token, "dim": m["dim"],
+              "index_config": IndexConfig(**m["index_config"]), "index_type": m["index_type"],
+              "index_params": m["index_params"], "consistency_level": m["consistency_level"],
+              "callable_filters": m["callable_filters"], "db_name": m.get("db_name") or "",
+              **({"revision_check_s": m["revision_check_s"]} if "revision_check_s" in m else {}),
+              **overrides}
+        store = cls(**kw)
+        count = int(m["count"])
+    except (KeyError, TypeError, ValueError) as e:  # a consistent manifest that is not ours
+        raise ModelFormatError(f"Milvus docstore at {str(path)!r}: its manifest is missing or "
+                               f"has a malformed entry ({type(e).__name__}: {e})") from None
+    if count and not store._ready:
         raise ModelFormatError(f"Milvus docstore at {str(path)!r}: collection {m['collection']!r} "
                          f"is missing at {uri!r} (the manifest says {m['count']} records)")
     store.extra = dict(m.get("extra") or {})
     return store
 
 
-__all__ = ["save_milvus", "load_milvus", "is_milvus_store", "MILVUS_FORMAT",
+__all__ = ["save_milvus", "load_milvus", "is_milvus_store", "MILVUS_FORMAT", "TOKEN_ENV",
            "MILVUS_FORMAT_VERSION", "LITE_DB"]

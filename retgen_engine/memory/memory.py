@@ -14,6 +14,16 @@ n-gram statistics make the neighbour distribution of :mod:`.mixture`.
 
 Words the training corpus did not have get new vocabulary ids when the memory first reads them;
 the list of such words is saved with the memory, so ids are stable across loads.
+
+The store is the faiss ``DocumentStore`` (default) or a Milvus one (``DocumentStore(backend=
+"milvus", uri=..., collection=...)``, :class:`~retgen_engine.docstore.milvus.MilvusStore`): the
+passages' texts, vectors and metadata then live in Milvus, dense keys are Milvus searches, and
+what is derived (token ids, n-gram tables, BM25) stays in this process. A Milvus store tells
+writes through it at once and writes by other clients within its ``revision_check_s``; a sync
+reads only what changed when the store can say (``store.changes``), else it rescans the store
+(``store.items()``); ``sync(force=True)`` always rescans. Saved, a Milvus memory is the store's
+checksummed manifest (for Milvus Lite with the database inside the memory directory), and
+loading reconnects.
 """
 from __future__ import annotations
 
@@ -21,7 +31,6 @@ import contextlib
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -30,37 +39,44 @@ from tqdm.auto import tqdm
 
 from ..checks import ArgumentError, str_list_arg
 from ..config import MemoryConfig
+from ..docstore.milvus import MilvusStore
 from ..docstore.store import DocumentStore
 from ..persist.errors import ModelFormatError
 from ..text.tokenizer import Tokenizer
-from .keys import LexicalKeys, dense_search, fuse, passage_weights
-from .mixture import MemoryParams, neighbour_probs
+from .keys import LexicalKeys
+from .lookup import PassageLookup, StepMemory
 from .ngrams import NGramTable
 from .saved import check_saved, describe
 from .passages import RESERVED, check_documents, passage_spans, passage_text, record_id
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 8192  # stream positions per table lookup
 
 
-@dataclass
-class StepMemory:
-    """What the memory gave one generation step (for traces)."""
-
-    pids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    H: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    C: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    lam: float = 0.0
+STORES = (DocumentStore, MilvusStore)
 
 
-class PassageMemory:
+def store_label(store: Any) -> str:
+    """How errors and stats name a store: its backend, and for Milvus the collection and the URI
+    (without credentials)."""
+    if isinstance(store, MilvusStore):
+        return f"Milvus collection {store.collection!r} at {redact_uri(store.uri)!r}"
+    return "faiss DocumentStore"
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without a ``user:password@`` part."""
+    import re
+
+    return re.sub(r"(://)[^/@]*@", r"\1***@", str(uri))
+
+
+class PassageMemory(PassageLookup):
     def __init__(self, tokenizer: Tokenizer, encoder: Any, config: MemoryConfig,
-                 base_vocab_size: int, store: Optional[DocumentStore] = None):
-        if store is not None and not isinstance(store, DocumentStore):
-            raise ArgumentError(f"memory store is a {type(store).__name__}; the memory reads a "
-                                "RETGEN DocumentStore (faiss backend)")
+                 base_vocab_size: int, store: Optional[DocumentStore | MilvusStore] = None):
+        if store is not None and not isinstance(store, STORES):
+            raise ArgumentError(f"store={type(store).__name__}(...): the memory reads a RETGEN "
+                                "DocumentStore (backend 'faiss' or 'milvus')")
         if store is not None and store.dim not in (None, encoder.dim):
             raise ArgumentError(f"memory store holds {store.dim}-dimensional vectors; the "
                                 f"encoder {encoder.name!r} makes {encoder.dim}")
@@ -181,17 +197,27 @@ class PassageMemory:
 
     @classmethod
     def from_corpus(cls, tokenizer: Tokenizer, encoder: Any, config: MemoryConfig, stream,
-                    doc_offsets, doc_names: Sequence[str], progress: bool = False
-                    ) -> "PassageMemory":
-        """The memory of a training corpus (its token stream cut into passages per document)."""
+                    doc_offsets, doc_names: Sequence[str], progress: bool = False,
+                    store: Optional[DocumentStore | MilvusStore] = None) -> "PassageMemory":
+        """The memory of a training corpus (its token stream cut into passages per document),
+        written into ``store`` (an empty store, e.g. ``DocumentStore(backend="milvus",
+        uri=..., collection=..., dim=encoder.dim)``; None: a new faiss DocumentStore)."""
         from .passages import corpus_passages
 
-        mem = cls(tokenizer, encoder, config, len(tokenizer.vocab))
+        if store is not None and isinstance(store, STORES) and len(store):
+            raise ArgumentError(f"store={store_label(store)} already holds {len(store)} records; "
+                                "the memory of a corpus is built into an empty store (give "
+                                "another collection, or clear this one first)")
+        mem = cls(tokenizer, encoder, config, len(tokenizer.vocab), store)
         rids, texts, metas = corpus_passages(tokenizer, stream, doc_offsets, doc_names,
                                              config.passage_length,
                                              config.stride or config.passage_length)
-        mem.store.upsert(rids, texts, mem._encode(texts, progress, "encoding passages"), metas)
-        mem.sync()
+        vectors = mem._encode(texts, progress, "encoding passages")
+        with mem._lock:
+            mem.sync()  # the empty store: the passages then come as one change
+            mem.store.upsert(rids, texts, vectors, metas)
+            mem.sync()
+        log.info("memory: %d corpus passages in the %s", len(rids), store_label(mem.store))
         return mem
 
     # -- derived state -----------------------------------------------------------------
@@ -212,158 +238,96 @@ class PassageMemory:
             finally:
                 self._frozen -= 1
 
-    def sync(self) -> None:
-        """Bring the derived state up to the store's records (cheap when nothing changed)."""
+    def sync(self, force: bool = False) -> None:
+        """Bring the derived state up to the store's records (cheap when nothing changed):
+        only what changed when the store can say (a Milvus store's ``changes``), else a rescan
+        of every record. ``force``: rescan now, whatever the store's revision says (for a
+        Milvus collection that other clients write: their writes are otherwise seen within
+        the store's ``revision_check_s``). A frozen memory (:meth:`frozen`) is not synced."""
         with self._lock:
+            if self._frozen:
+                return
             rev = self.store.revision
-            if rev == self._rev or self._frozen:
+            if rev == self._rev and not force:
                 return
             if self.store.dim not in (None, self.encoder.dim):
                 raise ArgumentError(f"memory store holds {self.store.dim}-dimensional vectors; "
                                     f"the encoder {self.encoder.name!r} makes {self.encoder.dim}")
-            items = self.store.items()
-            live = {iid for iid, _ in items}
-            have = set(self._table.pids())
-            gone = have - live
-            self._table.remove(gone)
-            for p in gone:
-                self._texts.pop(p, None)
-                self._meta.pop(p, None)
-            new = [(iid, r) for iid, r in items if iid not in have]
-            self._table.add([(iid, self._token_ids(r.text)) for iid, r in new])
-            for iid, r in new:
-                self._texts[iid] = r.text
-                self._meta[iid] = (r.id, r.metadata)
-            docs: dict[str, list[int]] = {}
-            for iid, r in items:
-                docs.setdefault(str(r.metadata.get("doc_id", r.id)), []).append(iid)
-            self._docs = docs
+            changes = getattr(self.store, "changes", None)
+            delta = None if force or self._rev is None or changes is None else changes(self._rev)
+            if delta is None:
+                self._rescan()
+            else:
+                rev, added, removed = delta
+                self._apply(added, removed)
             self._found.clear()
             self._rev = rev
 
-    # -- finding passages --------------------------------------------------------------
-    def _query_text(self, toks: np.ndarray) -> str:
-        itos = self.tokenizer.vocab.itos
-        return self.tokenizer.context_text([itos[int(t)] for t in toks])
+    def _rescan(self) -> None:
+        items = self.store.items()
+        live = {iid for iid, _ in items}
+        have = set(self._table.pids())
+        gone = have - live
+        self._table.remove(gone)
+        for p in gone:
+            self._texts.pop(p, None)
+            self._meta.pop(p, None)
+        new = [(iid, r) for iid, r in items if iid not in have]
+        self._table.add([(iid, self._token_ids(r.text)) for iid, r in new])
+        for iid, r in new:
+            self._texts[iid] = r.text
+            self._meta[iid] = (r.id, r.metadata)
+        docs: dict[str, list[int]] = {}
+        for iid, r in items:
+            docs.setdefault(str(r.metadata.get("doc_id", r.id)), []).append(iid)
+        self._docs = docs
 
-    def _dense_one(self, v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        hits = self.store.search(v, k=k)
-        ids = [self.store.int_id(h.id) for h in hits]
-        keep = [i for i, x in enumerate(ids) if x is not None]
-        return (np.array([ids[i] for i in keep], np.int64),
-                np.array([hits[i].score for i in keep]))
-
-    def find(self, queries: Sequence[np.ndarray], params: MemoryParams,
-             exclude: Optional[Sequence[set]] = None, progress: bool = False
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """(pids [n, k], scores [n, k]) of the passages found for each query (token ids), best
-        first; -1 / 0 where none. ``exclude``: per query, pids it may not retrieve."""
-        self.sync()
-        n, k = len(queries), params.k
-        texts = [self._query_text(q) for q in queries]
-        has = np.array([bool(t.strip()) for t in texts], dtype=bool)
-        pids, scores = np.full((n, k), -1, np.int64), np.zeros((n, k))
-        if not len(self._table) or not has.any():
-            return pids, scores
-        kk = k + (max(len(e) for e in exclude) if exclude else 0)
-        q = [t for t, h in zip(texts, has) if h]
-        with self._lock:
-            found = []
-            if params.keys in ("lexical", "fused"):
-                if self._lex_rev != self._rev:
-                    order = sorted(self._texts)
-                    self._lexical.rebuild(np.array(order), [self._texts[p] for p in order])
-                    self._lex_rev = self._rev
-                found.append(self._lexical.search(q, kk))
-            if params.keys in ("dense", "fused"):
-                vecs = self._encode(q, progress, "encoding memory queries", "query")
-                found.append(dense_search(self._dense_one, vecs, kk))
-        P, S = found[0] if len(found) == 1 else fuse(found[0], found[1], kk, self.config.rrf_k)
-        if exclude:
-            for i, e in enumerate(e for e, h in zip(exclude, has) if h):
-                if e:
-                    bad = np.isin(P[i], list(e))
-                    o = np.argsort(bad, kind="stable")
-                    P[i], S[i] = np.where(bad, -1, P[i])[o], np.where(bad, 0.0, S[i])[o]
-        pids[has], scores[has] = P[:, :k], S[:, :k]
-        return pids, scores
-
-    def stream_queries(self, seq: np.ndarray, pos: np.ndarray, refresh: int
-                       ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """(refresh points, index of each position's point, the query tokens of each point):
-        position i queries at (i // refresh) * refresh with the ``query_length`` tokens before."""
-        uq, inv = np.unique((np.asarray(pos) // refresh) * refresh, return_inverse=True)
-        Lq = self.config.query_length
-        return uq, inv, [np.asarray(seq[max(0, b - Lq):b], np.int64) for b in uq]
-
-    # -- the neighbour distribution ----------------------------------------------------
-    def stream_counts(self, seq: np.ndarray, pos: np.ndarray, params: MemoryParams,
-                      found: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                      exclude: Optional[Sequence[set]] = None, progress: bool = False
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """[N, n] (F, H, C) of :meth:`NGramTable.target_counts` at positions ``pos`` of ``seq``,
-        each position reading the passages its refresh point found (``found``: the
-        :meth:`find` result of :meth:`stream_queries`' queries, computed when not given, at
-        k >= params.k; ``exclude``: per refresh point, pids it may not retrieve)."""
-        seq = np.asarray(seq, dtype=np.int64)
-        pos = np.asarray(pos, dtype=np.int64)
-        N = self.config.order
-        F, H, C = (np.zeros((N, len(pos))) for _ in range(3))
-        self.sync()
-        if not len(self._table) or not len(pos):
-            return F, H, C
-        _, inv, queries = self.stream_queries(seq, pos, params.refresh)
-        pids, scores = found if found is not None else self.find(queries, params, exclude, progress)
-        pids, scores = pids[:, :params.k], scores[:, :params.k]
-        w = passage_weights(scores, pids, params.temperature)
-        for lo in range(0, len(pos), _CHUNK):
-            sl = slice(lo, lo + _CHUNK)
-            F[:, sl], H[:, sl], C[:, sl] = self._table.target_counts(
-                seq, pos[sl], pids[inv[sl]], w[inv[sl]], seq[pos[sl]])
-        return F, H, C
-
-    def stream_terms(self, seq: np.ndarray, pos: np.ndarray, params: MemoryParams,
-                     found: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                     exclude: Optional[Sequence[set]] = None, progress: bool = False
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """(p_mem of each position's own token, lam_mem) at positions ``pos`` of ``seq``."""
-        F, H, C = self.stream_counts(seq, pos, params, found, exclude, progress)
-        return neighbour_probs(F, H, C, self.config.weights, self.config.kappa)
-
-    def step_terms(self, history: Sequence[int], params: MemoryParams, vocab_size: int
-                   ) -> tuple[np.ndarray, float, StepMemory]:
-        """(p_mem [V], lam_mem, what was read) after ``history``: the stream's terms at one
-        position, for every token."""
-        self.sync()
-        pos = len(history)
-        if not len(self._table) or pos == 0:
-            return np.zeros(vocab_size), 0.0, StepMemory()
-        S, Lq = params.refresh, self.config.query_length
-        b = (pos // S) * S
-        q = tuple(int(t) for t in history[max(0, b - Lq):b])
-        key = (q, params)
-        with self._lock:
-            hit = self._found.get(key)
-            if hit is None:
-                pids, scores = self.find([np.array(q, np.int64)], params)
-                hit = pids, passage_weights(scores, pids, params.temperature)
-                self._found[key] = hit
-                if len(self._found) > 256:
-                    self._found.popitem(last=False)
-        pids, w = hit[0][0], hit[1][0]
-        tail = list(history[-(self.config.order - 1):]) if self.config.order > 1 else []
-        seq = np.asarray(tail + [0], dtype=np.int64)  # all the tables read: the last N-1 tokens
-        F, H, C = self._table.dense_counts(seq, len(tail), pids, w, vocab_size)
-        cfg = self.config
-        p, lam = neighbour_probs(F, H, C, cfg.weights, cfg.kappa)
-        return p, float(lam), StepMemory(pids, w, H, C, float(lam))
+    def _apply(self, added: list, removed: list) -> None:
+        """Apply a store's net change (records added, int ids removed); idempotent."""
+        have = set(self._table.pids())
+        gone = [p for p in dict.fromkeys(removed) if p in have]
+        self._table.remove(set(gone))
+        for p in gone:
+            self._texts.pop(p, None)
+            rid, meta = self._meta.pop(p)
+            d = str(meta.get("doc_id", rid))
+            pids = [q for q in self._docs.get(d, []) if q != p]
+            if pids:
+                self._docs[d] = pids
+            else:
+                self._docs.pop(d, None)
+        new = [(iid, r) for iid, r in added if iid not in have]
+        self._table.add([(iid, self._token_ids(r.text)) for iid, r in new])
+        for iid, r in new:
+            self._texts[iid] = r.text
+            self._meta[iid] = (r.id, r.metadata)
+            self._docs.setdefault(str(r.metadata.get("doc_id", r.id)), []).append(iid)
 
     # -- description and persistence --------------------------------------------------
     def stats(self) -> dict:
+        """Documents, passages, tokens, the n-gram tables' bytes, new words, and ``store``:
+        the backend (for Milvus: collection, URI without credentials, records, and ``index``,
+        what Milvus really built: requested, built, honoured, warning, segments).
+        ``store_bytes``: the faiss store's RAM (None on Milvus, which holds the passages)."""
         self.sync()
+        st = self.store
+        if isinstance(st, MilvusStore):
+            rep = st.index_report()
+            store = {"backend": "milvus", "uri": redact_uri(st.uri), "lite": st.lite is not None,
+                     "collection": st.collection, "records": len(st),
+                     "index": {k: rep.get(k) for k in ("requested", "requested_params",
+                                                       "reported", "built", "honoured",
+                                                       "warning", "segments",
+                                                       "indexed_segments") if k in rep},
+                     "revision_check_s": st.revision_check_s}
+            nbytes = None
+        else:
+            nbytes = st.nbytes()
+            store = {"backend": "faiss", "records": len(st), "index_spec": st.spec,
+                     "mode": st.storage_mode}
         return {"documents": len(self._docs), "passages": len(self._table),
                 "tokens": self._table.total_tokens, "table_bytes": self._table.nbytes,
-                "store_bytes": self.store.nbytes(),
+                "store_bytes": nbytes, "store": store,
                 "new_words": len(self.tokenizer.vocab) - self.base_vocab_size}
 
     def save(self, path: str | Path) -> Path:

@@ -205,3 +205,56 @@ def test_concurrent_reads_and_writes(make_store):
     assert not errors, errors[:3]
     n_added = len(m.ids())
     assert n_added == len(m) and n_added == 100 + 10 * 20 - 20
+
+
+@pytest.mark.parametrize("backend", ["faiss", "milvus"])
+def test_items_revision_and_int_ids_as_the_memory_reads_them(make_store, backend):
+    """What a reader that derives state from the records uses (the document memory): a scan in
+    insertion order (Milvus: paged, 1000 rows a page), int ids that a replacement changes and
+    nothing else does, and a revision every write moves."""
+    n = 2500
+    rng = np.random.default_rng(1)
+    ids = [f"p{i}" for i in range(n)]
+    s = make_store(backend)
+    r0 = s.revision
+    s.upsert(ids, [f"t{i}" for i in range(n)], rng.standard_normal((n, 16)).astype(np.float32),
+             [{"i": i} for i in range(n)])
+    assert s.revision != r0
+    items = s.items()
+    assert [r.id for _, r in items] == ids and [r.metadata["i"] for _, r in items] == list(range(n))
+    iids = [i for i, _ in items]
+    assert len(set(iids)) == n and [s.int_id(x) for x in ids] == iids
+    assert [i for i, _ in s.items()] == iids  # a second scan numbers nothing anew
+    r1 = s.revision
+    s.upsert(["p7"], ["replaced"], rng.standard_normal((1, 16)).astype(np.float32))
+    assert s.revision != r1 and s.int_id("p7") not in iids
+    r2 = s.revision
+    assert s.delete(["nope"]) == 0 and s.revision == r2  # nothing deleted: no new revision
+    assert s.delete(["p8"]) == 1 and s.revision != r2 and s.int_id("p8") is None
+    got = dict((r.id, (i, r.text)) for i, r in s.items())
+    assert len(got) == n - 1 and got["p7"] == (s.int_id("p7"), "replaced") and "p8" not in got
+    assert list(got)[-1] == "p7"  # an upsert moves a record to the end
+    s.clear()
+    assert s.items() == [] and s.int_id("p1") is None
+
+
+def test_revision_sees_another_client_within_its_check_interval(make_store):
+    a = make_store("milvus", revision_check_s=0.3)
+    ids, texts, v, mds = _data(20, 8)
+    a.upsert(ids, texts, v, mds)
+    a.items()
+    b = DocumentStore(backend="milvus", uri=a.uri, collection=a.collection)
+    r = a.revision
+    b.upsert(["late"], ["from b"], v[:1])
+    assert a.revision == r  # not checked yet
+    time.sleep(0.35)
+    assert a.revision == r + 1 and a.changes(r) is None
+    assert "late" in [x.id for _, x in a.items()] and a.int_id("late") is not None
+    b.delete(["id3"])
+    time.sleep(0.35)
+    assert a.revision == r + 2
+    b.clear()  # dropped by the other client
+    time.sleep(0.35)
+    assert a.revision == r + 3 and len(a) == 0 and a.items() == []
+    with pytest.raises(ValueError, match="revision_check_s"):
+        make_store("milvus", revision_check_s=-1)
