@@ -332,3 +332,32 @@ def test_concurrent_reads_while_an_adapter_writes(milvus_engine):
     assert not errors, errors[:1]
     assert sorted(d for d in eng.memory.ids() if d.startswith("wr")) == ["wr1", "wr3", "wr5"]
     assert eng.memory.passages == len(store)
+
+
+def test_retgen_build_with_memory_uri_builds_the_memory_on_milvus(tmp_path, sample_corpus,
+                                                                    capsys):
+    """``retgen build --memory-uri``: the corpus's passages go to Milvus Lite, the model loads
+    with its memory reconnected, and building again into the same collection is refused."""
+    from retgen_engine.cli import main
+    from retgen_testutil import hashing_config
+
+    cfg = tmp_path / "cfg.json"
+    hashing_config().save(cfg)
+    uri = str(tmp_path / "passages.db")
+    args = ["build", "--corpus", str(sample_corpus), "--config", str(cfg), "--quiet", "--no-tune",
+            "--memory-uri", uri, "--memory-collection", "wiki_passages"]
+    assert main(args + ["--out", str(tmp_path / "m")]) == 0
+    faiss_built = RetgenEngine.build(sample_corpus, config=type(hashing_config()).load(cfg),
+                                     progress=False, tune=False)
+    eng = RetgenEngine.load(tmp_path / "m")
+    st = eng.memory.stats()
+    assert st["store"]["backend"] == "milvus" and st["store"]["collection"] == "wiki_passages"
+    assert eng.memory.passages == faiss_built.memory.passages > 0
+    ctx = "the game was"
+    np.testing.assert_allclose(eng.next_token_logprobs(ctx, memory_keys="lexical"),
+                               faiss_built.next_token_logprobs(ctx, memory_keys="lexical"),
+                               atol=1e-9)
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "m2")]) == 2
+    err = capsys.readouterr().err
+    assert "wiki_passages" in err and "already holds" in err
