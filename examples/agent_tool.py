@@ -198,7 +198,7 @@ def main() -> None:
     paragraphs = sample_paragraphs()
     store = RetgenVectorStore.from_texts(paragraphs, RetgenEmbeddings(encoder=encoder),
                                          metadatas=[{"para": i} for i in range(len(paragraphs))])
-    chat = ChatRetgen(engine=engine, seed=0, temperature=0.7, top_p=0.9)
+    chat = ChatRetgen(engine=engine, seed=0)  # the default decoding (README, "Default decoding")
     tools = make_tools(RetgenRetriever(vectorstore=store), chat)
     print("tools bound to the agent (the schemas its model sees):")
     for t in tools:
