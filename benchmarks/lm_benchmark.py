@@ -177,6 +177,8 @@ def main() -> None:
     ap.add_argument("--gen-tokens", type=int, default=100)
     ap.add_argument("--memory-k", type=int, default=128, help="passages per memory query")
     ap.add_argument("--memory-refresh", type=int, default=8, help="tokens between memory queries")
+    ap.add_argument("--memory-order", type=int, default=None,
+                    help="n-gram order of the memory's tables (default: the model's config)")
     ap.add_argument("--memory-keys", nargs="+", default=list(_memory.KEYS),
                     choices=_memory.KEYS, help="memory keys to compare")
     ap.add_argument("--out", type=Path, default=HERE / "results")
@@ -246,6 +248,12 @@ def main() -> None:
 
     # -- the document memory, tuned on valid on top of KN-5 + cache and of the full system
     mem, mem_build_s = ensure_memory(eng, log)
+    if a.memory_order and a.memory_order != mem.config.order:  # the tables are derived state
+        n = a.memory_order
+        eng.config.memory = eng.config.memory.model_copy(
+            update={"order": n, "weights": [0.05] * n, "kappa": [1.0] * n})
+        mem = eng.use_memory(mem.store)
+    _memory.memoize_queries(mem)
     seq_v = prepend_context(valid, eng.vocab)
     out_v = eng.lm.score_stream(seq_v, params, retrieved=retrieved_valid)
     bases_v = {"cache": out_v["log_base"], "full": out_v["logp"]}
@@ -258,6 +266,7 @@ def main() -> None:
     chosen = min((r for (k, b), r in mem_best.items() if b == "full"),
                  key=lambda r: r["valid_perplexity"])
     mem.config = _memory.tuned_config(mem, chosen)
+    mem.encoder = getattr(mem.encoder, "_enc", mem.encoder)  # generation encodes afresh
     # the full system, scored by the engine itself (the memory's search timed with it)
     full_params = eng.retrieval_params(k=best["k"] or None, temperature=best["temperature"] or None,
                                        lam=best["lam"], policy=False)
@@ -359,7 +368,7 @@ def main() -> None:
           f"| eval ms/token (test, batched), without memory | {result['eval_ms_per_token']:.3f} |",
           f"| eval ms/token (test, batched), full system with memory | {result['memory']['eval_ms_per_token']:.3f} |",
           f"| memory | {mem.passages:,} passages of {mem.config.passage_length} tokens; n-gram tables "
-          f"{result['memory']['table_bytes'] / 2**20:.1f} MiB, store {result['memory']['store_bytes'] / 2**20:.1f} MiB; "
+          f"{result['memory']['table_bytes'] / 2**20:.1f} MiB, store {(result['memory']['store_bytes'] or 0) / 2**20:.1f} MiB; "
           f"built in {mem_build_s:.0f} s |",
           f"| memory tuned on valid | keys {chosen['keys']}, k {chosen['k']}, refresh {chosen['refresh']}, "
           f"temperature {chosen['temperature']}, weights {chosen['weights']}, kappa {chosen['kappa']} |",
