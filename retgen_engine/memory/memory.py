@@ -266,18 +266,8 @@ class PassageMemory(PassageLookup):
     def _rescan(self) -> None:
         items = self.store.items()
         live = {iid for iid, _ in items}
-        have = set(self._table.pids())
-        gone = have - live
-        self._table.remove(gone)
-        for p in gone:
-            self._texts.pop(p, None)
-            self._meta.pop(p, None)
-        new = [(iid, r) for iid, r in items if iid not in have]
-        self._table.add([(iid, self._token_ids(r.text)) for iid, r in new])
-        for iid, r in new:
-            self._texts[iid] = r.text
-            self._meta[iid] = (r.id, r.metadata)
-        docs: dict[str, list[int]] = {}
+        self._apply(items, [p for p in self._table.pids() if p not in live])
+        docs: dict[str, list[int]] = {}  # in the store's order
         for iid, r in items:
             docs.setdefault(str(r.metadata.get("doc_id", r.id)), []).append(iid)
         self._docs = docs

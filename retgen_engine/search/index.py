@@ -23,10 +23,9 @@ from .ipscan import IPScan
 
 log = logging.getLogger(__name__)
 
-# Up to this many queries a search runs on one OpenMP thread. On 2 shared cores a one-query
-# IVF-PQ search took 0.23 ms on one thread and 8 ms on two while other processes were busy
-# (the second thread waits for a core); 16 queries 3.9 ms against 8.0 ms. Larger batches use
-# every thread faiss has.
+# Up to this many queries a search runs on one OpenMP thread: on shared cores a second thread
+# waits for a core on every small search (benchmarks/generation_speed.py measures the effect on
+# generation against every thread). Larger batches use every thread faiss has.
 SMALL_BATCH = 16
 
 
