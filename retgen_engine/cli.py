@@ -162,9 +162,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     rep = train(eng, reranker=not a.policy_only, policy=not a.reranker_only, seed=a.seed,
                 max_queries=a.queries, fraction=a.fraction, progress=not a.quiet,
                 policy_method=a.policy_method, cost=a.retrieval_cost,
-                skip_budget=a.retrieval_budget)
+                skip_budget=a.retrieval_budget, memory=not a.no_memory)
     summary = {"queries": rep["queries"], "seconds": round(rep["seconds"], 1),
-               "backoff_nll": rep["backoff_nll"], "fixed": rep["fixed"]}
+               "backoff_nll": rep["backoff_nll"], "fixed": rep["fixed"],
+               "memory_in_mixture": rep["memory_in_mixture"]}
     keep = ("val_nll_before", "val_nll_after", "val_nll_best_fixed", "val_reward_before",
             "val_reward_after", "best_step")
     summary.update({part: {k: rep[part][k] for k in keep if k in rep[part]}
@@ -325,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     pick.add_argument("--reranker-only", action="store_true", help="train only the reranker")
     pick.add_argument("--policy-only", action="store_true", help="train only the policy")
     t.add_argument("--seed", type=int, default=0, help="random seed")
+    t.add_argument("--no-memory", action="store_true",
+                   help="train on the mixture without the document memory (default: with it, "
+                        "mixed last as the model does, where the model's memory is on)")
     t.add_argument("--queries", type=int, default=20000, help="held-out training queries")
     t.add_argument("--fraction", type=float, default=0.02,
                    help="share of the training corpus held out for them")

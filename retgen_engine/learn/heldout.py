@@ -27,6 +27,12 @@ from ..ngram.patterns import PatternTable
 
 log = logging.getLogger(__name__)
 
+#: the memory may not read passages within this many tokens before a held-out slice (at least
+#: the text the slice's context reads): on a corpus read as one document (a file of many
+#: articles) they hold the slice's own article, which made the memory look better on the slice
+#: than on new text (measured on the sample corpus: benchmarks/results/build_tuning.md)
+MEMORY_GUARD = 8192
+
 
 def slice_counts(patterns: PatternTable, stream: np.ndarray, s_levels: list[NGramLevel],
                  vocab_size: int, ids: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,10 +146,37 @@ class HeldOutSlice:
         return out
 
 
+def memory_terms(engine, held: HeldOutSlice, pos: np.ndarray, before: int,
+                 progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """(p_mem of each held-out position's token, lam_mem, passages excluded): the engine's
+    memory read as at test time, with its config, except that it may not retrieve a passage
+    overlapping the slice or the ``before`` tokens ahead of it (at least the context the
+    positions read, and :data:`MEMORY_GUARD`)."""
+    from ..memory.mixture import MemoryParams
+
+    mem = engine.lm.memory
+    ex = held.memory_exclusions(mem, engine.doc_offsets, engine.doc_names,
+                                before=max(int(before), MEMORY_GUARD))
+    mp = MemoryParams.from_config(mem.config)
+    uq, _, _ = mem.stream_queries(held.stream, pos, mp.refresh)
+    p, lam = mem.stream_terms(held.stream, pos, mp, exclude=[ex] * len(uq), progress=progress)
+    return p, lam, len(ex)
+
+
+def memory_in_mixture(engine, memory: bool) -> bool:
+    """Whether the learned parts train with the document memory mixed last, as the model
+    computes: asked for, the model has one, and its weights are not all 0."""
+    mem = engine.lm.memory
+    return bool(memory) and mem is not None and len(mem) > 0 and sum(mem.config.weights) > 0
+
+
 def build_training_data(engine, fraction: float = 0.02, max_queries: int = 20000, k: int = 64,
-                        seed: int = 0, progress: bool = True) -> dict:
+                        seed: int = 0, progress: bool = True, memory: bool = True) -> dict:
     """Cached features of held-out training queries: the last ``fraction`` of the stream held
-    out (see :class:`HeldOutSlice`), ``max_queries`` positions of it sampled."""
+    out (see :class:`HeldOutSlice`), ``max_queries`` positions of it sampled. With ``memory``
+    (and a model whose memory is on, :func:`memory_in_mixture`) the data also hold the memory's
+    terms of each query (``mem_p``, ``mem_lam``; :func:`memory_terms`), so that the reranker's
+    gate and the policy learn what patterns add on top of the memory."""
     if not 0 < fraction < 0.5:
         raise ValueError(f"fraction={fraction}: the held-out slice must be in (0, 0.5)")
     t0 = time.perf_counter()
@@ -170,10 +203,16 @@ def build_training_data(engine, fraction: float = 0.02, max_queries: int = 20000
     valid, I_m = c["valid"], c["ids"]
     feats = candidate_features(engine.patterns, stream, I_m, right_aligned(stream, pos, lmax))
     kf = backoff_features(kn, stream, pos)
+    extra: dict = {}
+    if memory_in_mixture(engine, memory):
+        p_mem, lam_mem, n_ex = memory_terms(engine, held, pos, cut - base, progress)
+        extra = {"mem_p": p_mem, "mem_lam": lam_mem, "mem_excluded": n_ex}
+        log.info("training data: the memory mixed last (%d passages excluded as leakage; "
+                 "weight > 0 at %.1f%% of queries)", n_ex, 100 * float(np.mean(lam_mem > 0)))
     log.info("training data: %d queries from the last %.1f%% of the corpus, %.1f%% of retrieved "
              "candidates masked as leakage, %.1fs", len(pos), 100 * fraction,
              100 * c["masked_share"], time.perf_counter() - t0)
-    return {"dist": c["dist"], "valid": valid, "ratio": c["ratio"], "ids": I_m,
+    return {**extra, "dist": c["dist"], "valid": valid, "ratio": c["ratio"], "ids": I_m,
             "logfreq": np.log(np.maximum(c["count"], 1)), "div": feats["div"],
             "len": feats["len"], "exact": feats["exact"], "log_base": log_base,
             "x": np.concatenate([c["vecs"], kf], axis=1), "kf": kf,

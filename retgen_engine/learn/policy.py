@@ -136,18 +136,23 @@ class RetrievalPolicy(nn.Module, SavableModule):
 
 
 def reward_table(log_base: np.ndarray, p_ret: np.ndarray, policy: RetrievalPolicy,
-                 cost: float, shift: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 cost: float, shift: np.ndarray | None = None, mem=None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(reward, log p) [n, |k|, |tau|, |lam|] of every action for every query.
 
     log p = logaddexp(log(1 - lam) + log p_base, log(lam) + log p_ret), with lam moved by the
-    reranker's gate (``shift`` [n, |k|, |tau|], its logit shift) where it has one; the reward
-    subtracts ``cost * [lam > 0] * (1 + k / k_max)`` for the retrieval work."""
+    reranker's gate (``shift`` [n, |k|, |tau|], its logit shift) where it has one, and the
+    document memory mixed last where ``mem`` = (p_mem, lam_mem) [n] is given (as the model
+    does); the reward subtracts ``cost * [lam > 0] * (1 + k / k_max)`` for the retrieval work."""
     lb = np.asarray(log_base, dtype=np.float64)[:, None, None, None]
     pr = np.asarray(p_ret, dtype=np.float64)[:, :, :, None]
     lam = np.asarray(policy.lam_choices, dtype=np.float64)[None, None, None, :]
     if shift is not None:
         lam = gated_lam(lam, np.asarray(shift, dtype=np.float64)[:, :, :, None])
     lp = mix_logprobs(lb, pr, lam)
+    if mem is not None:
+        lp = mix_logprobs(lp, np.asarray(mem[0], np.float64)[:, None, None, None],
+                          np.asarray(mem[1], np.float64)[:, None, None, None])
     ks = np.asarray(policy.k_choices, dtype=np.float64)[None, :, None, None]
     r = lp - cost * (lam > 0) * (1 + ks / ks.max())
     return r, lp
@@ -158,7 +163,7 @@ def fit_policy(x: np.ndarray, log_base: np.ndarray, p_ret: np.ndarray, policy: R
                seed: int = 0, progress: bool = True, val_frac: float = 0.2,
                entropy: float = 0.0, method: str = "exact", eval_every: int = 50,
                weight_decay: float = 1e-4, shift: np.ndarray | None = None,
-               val_split: str = "block", start_fixed: bool = True) -> dict:
+               val_split: str = "block", start_fixed: bool = True, mem=None) -> dict:
     """Policy gradient on cached queries. ``p_ret`` [n, |k|, |tau|] is the retrieval
     probability of the true token for each (k, tau) choice (computed once with the energy
     model in use; ``shift`` the gate's logit shift of lam for each), so the reward of every
@@ -169,7 +174,8 @@ def fit_policy(x: np.ndarray, log_base: np.ndarray, p_ret: np.ndarray, policy: R
     ``method="exact"`` (default) ascends the same objective, E_pi[reward], with the
     expectation summed over all |k|·|tau|·|lam| actions -- the gradient REINFORCE estimates,
     without its variance (the gain of retrieval is a few hundredths of a nat, far below the
-    sampling noise). Both keep the weights with the best greedy reward on the validation part
+    sampling noise). ``mem`` = (p_mem, lam_mem): the document memory mixed last, in the
+    rewards and in the no-retrieval reference (see :func:`reward_table`). Both keep the weights with the best greedy reward on the validation part
     (``val_frac`` of the queries, never trained on: the last ones with ``val_split="block"``,
     a random share with ``"random"``). ``start_fixed`` starts from the best fixed action.
     """
@@ -189,8 +195,11 @@ def fit_policy(x: np.ndarray, log_base: np.ndarray, p_ret: np.ndarray, policy: R
         perm = rng.permutation(n)
         val, tr = perm[:n_val], perm[n_val:]
     X = torch.as_tensor(np.asarray(x, dtype=np.float32))
-    LBASE = torch.as_tensor(np.asarray(log_base, dtype=np.float64))
-    r_np, lp_np = reward_table(log_base, p_ret, policy, cost, shift)
+    lb = np.asarray(log_base, dtype=np.float64)
+    if mem is not None:  # no retrieval: the base with the memory mixed last
+        lb = mix_logprobs(lb, np.asarray(mem[0], np.float64), np.asarray(mem[1], np.float64))
+    LBASE = torch.as_tensor(lb)
+    r_np, lp_np = reward_table(log_base, p_ret, policy, cost, shift, mem)
     R, LP = torch.as_tensor(r_np), torch.as_tensor(lp_np)
     nk, nt, nl = R.shape[1:]
     lams = torch.as_tensor(policy.lam_choices, dtype=torch.float64)
@@ -267,7 +276,7 @@ def fit_policy(x: np.ndarray, log_base: np.ndarray, p_ret: np.ndarray, policy: R
                           "lam": policy.lam_choices[il_f]},
            "val_retrieval_rate_after": after[2], "best_step": best[2],
            "train_neg_reward_first": -train_first, "train_neg_reward_last": -train_last,
-           "steps": steps, "cost": cost}
+           "steps": steps, "cost": cost, "memory_in_mixture": mem is not None}
     log.info("policy (%s): held-out NLL %.4f -> %.4f (best fixed %.4f, no retrieval %.4f), "
              "retrieves on %.1f%% of queries", method, before[1], after[1],
              rep["val_nll_best_fixed"], rep["val_nll_no_retrieval"], 100 * after[2])

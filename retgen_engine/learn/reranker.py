@@ -10,11 +10,14 @@ the weights are, how much weight sits on patterns whose context is exactly the q
 how sure the back-off is, and shifts the log-odds of the mixing weight lam for that query:
 trust retrieval more where it found something good. ``z`` is standardized on the training
 queries, so the gate leaves lam unchanged on an average query; lam itself (fixed, from the
-caller, or chosen per query by the policy) keeps its meaning.
+caller, or chosen per query by the policy) keeps its meaning. Where the model has a document
+memory, the likelihood is that of the whole mixture, the memory mixed last
+(:func:`mix_last`), so the gate learns what patterns add on top of it.
 """
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
@@ -99,9 +102,10 @@ class EnergyReranker(nn.Module, SavableModule):
             return torch.zeros(z.shape[0], dtype=torch.float64)
         return ((z.double() - self.gate_mu) / self.gate_sd) @ self.gate_w
 
-    def nll(self, feats, valid, ratio, log_base, kf=None) -> torch.Tensor:
+    def nll(self, feats, valid, ratio, log_base, kf=None, mem=None) -> torch.Tensor:
         """Mean -log p(y) over queries; ratio = c(p_j, y) / c(p_j) (0 for invalid); ``kf``
-        [n, 3] back-off features (needed with a gate)."""
+        [n, 3] back-off features (needed with a gate); ``mem`` (p_mem, lam_mem) [n] each: the
+        document memory mixed last, as the model does (:func:`mix_last`)."""
         w = self.weights(feats, valid)
         p_ret = (w * ratio).sum(dim=-1)
         has = valid.any(dim=-1)
@@ -111,7 +115,7 @@ class EnergyReranker(nn.Module, SavableModule):
         a = -torch.nn.functional.softplus(logit) + log_base  # log(1 - lam) + log p_base
         b = -torch.nn.functional.softplus(-logit) + torch.log(p_ret.clamp_min(1e-300))
         mixed = torch.where(has, torch.logaddexp(a, b), log_base)
-        return -mixed.mean()
+        return -mix_last(mixed, mem).mean()
 
     @torch.no_grad()
     def lam_shift(self, weights: np.ndarray, distances: np.ndarray, valid: np.ndarray,
@@ -130,6 +134,26 @@ class EnergyReranker(nn.Module, SavableModule):
         w = self.w.detach().numpy()
         return EnergyModel(w_sim=float(w[0]), w_div=float(w[1]), w_freq=float(w[2]),
                            temperature=self.temperature, w_len=float(w[3]), w_exact=float(w[4]))
+
+
+def mix_last(logp: torch.Tensor, mem=None) -> torch.Tensor:
+    """log((1 - lam_mem) p + lam_mem p_mem) for ``mem`` = (p_mem, lam_mem), tensors [n]
+    (``logp`` unchanged without one): the memory's place in the model's mixture."""
+    if mem is None:
+        return logp
+    p_mem, lam = mem
+    a = torch.log1p(-lam) + logp
+    b = torch.where(lam > 0, torch.log(lam.clamp_min(1e-300)) + torch.log(p_mem.clamp_min(1e-300)),
+                    torch.full_like(logp, -math.inf))
+    return torch.logaddexp(a, b)
+
+
+def memory_of(data: dict):
+    """The training data's memory terms as tensors (None when it was built without them)."""
+    if "mem_p" not in data:
+        return None
+    return (torch.as_tensor(np.asarray(data["mem_p"], dtype=np.float64)),
+            torch.as_tensor(np.asarray(data["mem_lam"], dtype=np.float64)))
 
 
 def fit_reranker(data: dict, tau: float, steps: int = 300, lr: float = 0.05, seed: int = 0,
@@ -159,8 +183,11 @@ def fit_reranker(data: dict, tau: float, steps: int = 300, lr: float = 0.05, see
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     hist = []
 
+    mem = memory_of(data)
+
     def loss_on(idx):
-        return model.nll(feats[idx], valid[idx], ratio[idx], log_base[idx], kf[idx])
+        m = None if mem is None else (mem[0][idx], mem[1][idx])
+        return model.nll(feats[idx], valid[idx], ratio[idx], log_base[idx], kf[idx], m)
 
     with torch.no_grad():
         init = float(loss_on(val))
@@ -177,6 +204,7 @@ def fit_reranker(data: dict, tau: float, steps: int = 300, lr: float = 0.05, see
     report = {"val_nll_before": init, "val_nll_after": final, "train_loss_first": hist[0],
               "train_loss_last": float(np.mean(hist[-20:])), "weights": dict(zip(FEATURES,
               model.w.detach().tolist())), "lam": model.lam, "tau": tau, "steps": steps,
-              "gate": dict(zip(GATE_FEATURES, model.gate_w.detach().tolist())) if gate else None}
+              "gate": dict(zip(GATE_FEATURES, model.gate_w.detach().tolist())) if gate else None,
+              "memory_in_mixture": mem is not None}
     log.info("reranker: held-out NLL %.4f -> %.4f; %s", init, final, report["weights"])
     return model, report

@@ -23,7 +23,7 @@ from ..lm.mixture import mix_logprobs
 from ..memory.mixture import MemoryParams, neighbour_probs
 from ..ngram.cache import ContextCache
 from ..ngram.features import candidate_features, right_aligned
-from .heldout import HeldOutSlice
+from .heldout import MEMORY_GUARD, HeldOutSlice
 
 DECAYS = (0.0, 50.0, 200.0, 1000.0)
 K_GRID = (4, 8, 16, 32, 64, 128)
@@ -34,11 +34,6 @@ LAM_MAX = 0.95
 LOGIT = (-20.0, 8.0)      # a weight's logit against the rest (see _weights)
 LOG_KAPPA = (-7.0, 9.0)   # kappa in [1e-3, 8e3]
 LOG_TAU = (math.log(1e-3), math.log(10.0))
-#: the memory may not read passages within this many tokens before the slice (at least the
-#: text the slice's context reads): on a corpus read as one document (a file of many articles)
-#: they hold the slice's own article, which made the memory look better on the slice than on
-#: new text (measured on the sample corpus: benchmarks/results/build_tuning.md)
-MEMORY_GUARD = 8192
 
 
 def _sig(x: float) -> float:

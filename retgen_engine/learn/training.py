@@ -1,5 +1,10 @@
 """``retgen train``: fit the energy reranker and the retrieval policy on held-out training
-queries and store them in the model directory (each as config.json + model.safetensors)."""
+queries and store them in the model directory (each as config.json + model.safetensors).
+
+Where the model has a document memory that is on, both are fitted on the likelihood of the
+whole mixture with the memory mixed last (``memory=False`` trains them on the mixture without
+it, as before the memory existed); the held-out queries may not read memory passages from
+their own slice or the text before it (:func:`~.heldout.memory_terms`)."""
 from __future__ import annotations
 
 import logging
@@ -41,6 +46,17 @@ def p_ret_table(energy: EnergyModel, data: dict, k_choices, tau_choices, gate=No
     return out, shift
 
 
+def memory_pair(data: dict):
+    """(p_mem, lam_mem) of the training data, or None when it has no memory terms."""
+    return (data["mem_p"], data["mem_lam"]) if "mem_p" in data else None
+
+
+def with_memory(logp: np.ndarray, data: dict) -> np.ndarray:
+    """``logp`` with the data's memory terms mixed last (unchanged without them)."""
+    m = memory_pair(data)
+    return logp if m is None else mix_logprobs(logp, m[0], m[1])
+
+
 def best_fixed(data: dict, energy: EnergyModel, k_choices, tau_choices, lam_choices) -> dict:
     """Best single (k, tau, lam) on the training queries (no valid data involved)."""
     table, _ = p_ret_table(energy, data, k_choices, tau_choices)
@@ -49,7 +65,8 @@ def best_fixed(data: dict, energy: EnergyModel, k_choices, tau_choices, lam_choi
     for a, k in enumerate(k_choices):
         for b, tau in enumerate(tau_choices):
             for lam in lam_choices:
-                lp = mix_logprobs(data["log_base"], table[:, a, b], np.where(has, lam, 0.0))
+                lp = with_memory(mix_logprobs(data["log_base"], table[:, a, b],
+                                              np.where(has, lam, 0.0)), data)
                 nll = float(-lp.mean())
                 if best is None or nll < best["nll"]:
                     best = {"k": k, "temperature": tau, "lam": lam, "nll": nll}
@@ -61,7 +78,7 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
           policy_steps: int = 1500, cost: float = 0.002, skip_budget: float = 0.7,
           progress: bool = True,
           policy_method: str = "exact",
-          model_dir: Optional[str | Path] = None) -> dict:
+          model_dir: Optional[str | Path] = None, memory: bool = True) -> dict:
     if not (reranker or policy):
         raise ValueError("nothing to train: enable the reranker, the policy or both")
     model_dir = Path(model_dir or engine.model_dir)
@@ -70,9 +87,14 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
     pc = engine.config.policy
     k_choices = pc.k_choices
     data = build_training_data(engine, fraction=fraction, max_queries=max_queries,
-                               k=max(k_choices), seed=seed, progress=progress)
+                               k=max(k_choices), seed=seed, progress=progress, memory=memory)
+    mem = memory_pair(data)
     report: dict = {"queries": int(len(data["log_base"])), "fraction": fraction, "seed": seed,
-                    "backoff_nll": float(-data["log_base"].mean())}
+                    "backoff_nll": float(-data["log_base"].mean()),
+                    "memory_in_mixture": mem is not None}
+    if mem is not None:
+        report["memory_nll"] = float(-with_memory(data["log_base"], data).mean())
+        report["memory_excluded_passages"] = int(data["mem_excluded"])
     tau_choices, lam_choices = pc.tau_choices, pc.lam_choices
     sim_only = EnergyModel()
     fixed = best_fixed(data, sim_only, k_choices, tau_choices, lam_choices)
@@ -94,10 +116,10 @@ def train(engine, reranker: bool = True, policy: bool = True, seed: int = 0,
         table, shift = p_ret_table(energy, data, pol.k_choices, pol.tau_choices, gate)
         report["policy"] = fit_policy(data["x"], data["log_base"], table, pol, cost=cost,
                                       steps=policy_steps, seed=seed, progress=progress,
-                                      method=policy_method, shift=shift)
-        # the skip stage, on what the trained heads' retrieval adds
-        _, lp = reward_table(data["log_base"], table, pol, cost, shift)
-        gain = greedy_logp(pol, data["x"], lp) - data["log_base"]
+                                      method=policy_method, shift=shift, mem=mem)
+        # the skip stage, on what the trained heads' retrieval adds (to the memory, if any)
+        _, lp = reward_table(data["log_base"], table, pol, cost, shift, mem)
+        gain = greedy_logp(pol, data["x"], lp) - with_memory(data["log_base"], data)
         gain = np.where(data["valid"].any(axis=1), gain, 0.0)  # found nothing: base alone
         report["policy"]["skip"] = fit_skip(pol, data["z"], gain, skip_budget, seed=seed,
                                             progress=progress)

@@ -8,7 +8,7 @@ been in the corpus (:class:`~.heldout.HeldOutSlice`): the back-off re-estimated 
 patterns' counts without S's occurrences, and the memory may not read a passage that overlaps S
 or the 8,192 tokens before it (at test time neither a text nor its own past is in the memory;
 on a corpus read as one document that also keeps S's own article out, see
-:data:`~.stages.MEMORY_GUARD`).
+:data:`~.heldout.MEMORY_GUARD`).
 The first positions of S, whose n-grams cross into the rest, are not scored. On S the stages
 (:mod:`.stages`) are fitted one on top of the other by maximum held-out log-likelihood:
 
