@@ -217,3 +217,53 @@ def test_small_batches_search_on_one_thread_and_give_the_same_results(monkeypatc
     np.testing.assert_array_equal(I0, I1)
     np.testing.assert_array_equal(I0, In[:1])
     np.testing.assert_allclose(D0, D1)
+
+
+@pytest.mark.parametrize("spec", ["IVF32,PQ8x8np", "IVF32,Flat"])
+def test_training_in_steps_equals_one_faiss_call(spec, monkeypatch):
+    """The staged training (one k-means iteration per call, then the rest) gives the same
+    centroids, codebooks and search results as faiss' own ``train``, and its bar moves once
+    per iteration."""
+    import retgen_engine.search.index_train as it
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6000, 32)).astype("float32")
+    one = faiss.index_factory(32, spec)
+    one.train(x)
+    steps = []
+
+    class Bar:
+        def __init__(self, total, **kw):
+            steps.append(("total", total))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def update(self, n):
+            steps.append(("update", n))
+
+    monkeypatch.setattr("tqdm.auto.tqdm", Bar)
+    staged = faiss.index_factory(32, spec)
+    it.train_index(staged, x, progress=True)
+    niter = faiss.extract_index_ivf(one).cp.niter
+    assert steps[0] == ("total", niter + 1) and len(steps) == niter + 2
+    q1, q2 = (faiss.extract_index_ivf(i).quantizer for i in (one, staged))
+    np.testing.assert_array_equal(q1.reconstruct_n(0, 32), q2.reconstruct_n(0, 32))
+    if "PQ" in spec:
+        np.testing.assert_array_equal(faiss.vector_to_array(faiss.downcast_index(one).pq.centroids),
+                                      faiss.vector_to_array(faiss.downcast_index(staged).pq.centroids))
+    for i in (one, staged):
+        i.add(x[:2000])
+        faiss.extract_index_ivf(i).nprobe = 4
+    D1, I1 = one.search(x[:50], 10)
+    D2, I2 = staged.search(x[:50], 10)
+    np.testing.assert_array_equal(I1, I2)
+    np.testing.assert_array_equal(D1, D2)
+    # an index that is not an IVF over a flat quantizer trains in one call
+    steps.clear()
+    flat = faiss.index_factory(32, "PQ8x8np")
+    it.train_index(flat, x, progress=True)
+    assert steps == [("total", 1), ("update", 1)] and flat.is_trained

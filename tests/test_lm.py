@@ -134,3 +134,26 @@ def test_similarity_only_scoring_skips_candidate_features(tiny_engine, monkeypat
     assert abs(np.exp(lp).sum() - 1) < 1e-6
     seq = np.concatenate([[1], tiny_engine.stream_ids[100:120].astype(np.int64)])
     assert np.isfinite(tiny_engine.lm.score_stream(seq, params)["logp"]).all()
+
+
+def test_step_shortcuts_equal_the_direct_computation(tiny_engine):
+    """A generation step's p_ret (all continuations gathered at once) equals the sum over the
+    retrieved patterns one by one, and the trace's cache share read from the step equals the
+    cache recomputed for that token."""
+    lm, ret = tiny_engine.lm, tiny_engine.retriever
+    hist = [1] + tiny_engine.stream_ids[3000:3040].astype(int).tolist()
+    params = tiny_engine.retrieval_params(k=16, temperature=0.1, lam=0.3, memory=False)
+    lp, info = lm.next_token_logprobs(hist, params)
+    assert info.lam > 0
+    want = np.zeros(ret.V)
+    for j, pid in enumerate(info.retrieved.I[0].tolist()):
+        if pid >= 0 and info.weights[0, j] != 0:
+            toks, cnts = ret.patterns.continuations(pid)
+            want[toks] += info.weights[0, j] * cnts / ret.patterns.count[pid]
+    got = ret.dense(info.retrieved, params.temperature, weights=info.weights)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    assert info.cache_mu.total > 0
+    for tok in list(dict.fromkeys(hist[-30:])) + [int(np.argmax(lp))]:
+        direct = lm.cache.share(hist, tok, info.cache_mu)
+        fast = lm.cache.share(hist, tok, info.cache_mu, info.cache_mass(tok))
+        assert fast[1] == direct[1] and fast[0] == pytest.approx(direct[0], rel=1e-9, abs=1e-15)

@@ -169,7 +169,8 @@ class Generator:
             entries.append(TraceEntry("ngram", float(w_kn), doc, off, self.sources.snippet(pos),
                                       self.tokenizer.context_text(hist), -1, order))
         if info.cache_mu.total:
-            share, at = self.lm.cache.share(info.history, token, info.cache_mu)
+            share, at = self.lm.cache.share(info.history, token, info.cache_mu,
+                                            info.cache_mass(token))
             if share > 0 and at >= 0:
                 lo = max(0, at - self.sources.snippet_tokens + 1)
                 entries.append(TraceEntry(

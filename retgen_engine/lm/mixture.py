@@ -101,6 +101,14 @@ class StepInfo:
     cache_mu: CacheWeights = CacheWeights()  # context-cache weights inside the base distribution
     lam_mem: float = 0.0                     # the memory's weight in the final mixture
     memory: Any = None                       # what the memory read (memory.StepMemory)
+    p_base: Optional[np.ndarray] = field(default=None, repr=False)  # back-off + cache [V]
+
+    def cache_mass(self, token: int) -> float:
+        """The probability mass the context cache gives ``token`` inside the base distribution
+        (p_base - (1 - mu) p_kn; what the trace reports without recomputing the cache)."""
+        if self.p_base is None or not self.cache_mu.total:
+            return 0.0
+        return max(float(self.p_base[token] - (1 - self.cache_mu.total) * self.p_kn[token]), 0.0)
 
 
 @dataclass
@@ -395,4 +403,4 @@ class RetgenLM:
         if params.memory is not None and self.memory is not None:
             p_mem, lam_mem, step = self.memory.step_terms(history, params.memory, V)
             logp = mix_logprobs(logp, p_mem, lam_mem)
-        return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, cache_mu, lam_mem, step)
+        return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, cache_mu, lam_mem, step, p_base)

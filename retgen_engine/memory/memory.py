@@ -133,6 +133,12 @@ class PassageMemory(PassageLookup):
 
         return contributions(self, history, step, token, top)
 
+    def passages_of(self, doc_id: str) -> list[int]:
+        """The passage ids of document ``doc_id`` ([] if the memory has no such document)."""
+        self.sync()
+        with self._lock:
+            return list(self._docs.get(doc_id, []))
+
     def documents(self) -> list[dict]:
         """One entry per document: id, passages, tokens and its metadata (of the first passage,
         without the memory's own keys)."""

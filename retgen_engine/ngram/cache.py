@@ -207,14 +207,20 @@ class ContextCache:
         out[cand] += np.array([mu.unigram, mu.bigram, mu.trigram]) @ p
         return out, mu
 
-    def share(self, history: list[int], token: int, mu: CacheWeights) -> tuple[float, int]:
+    def share(self, history: list[int], token: int, mu: CacheWeights,
+              mass: Optional[float] = None) -> tuple[float, int]:
         """(probability mass the cache gives ``token``, last position in ``history`` where it
-        occurs, preferring one after the same two tokens, then the same one; -1 if absent)."""
+        occurs, preferring one after the same two tokens, then the same one; -1 if absent).
+        ``mass``: that probability when the caller has it (a generation step's
+        ``StepInfo.cache_mass``), so only the position is looked for."""
         if not history or not mu.total:
             return 0.0, -1
-        h, _, p, _ = self._step(history, max(int(token), max(history)) + 1, np.array([token]))
+        if mass is None:
+            h, _, p, _ = self._step(history, max(int(token), max(history)) + 1, np.array([token]))
+            p = float(np.array([mu.unigram, mu.bigram, mu.trigram]) @ p[:, 0])
+        else:
+            h, p = np.asarray(history[-self.window:], dtype=np.int64), float(mass)
         off = len(history) - len(h)
-        p = float(np.array([mu.unigram, mu.bigram, mu.trigram]) @ p[:, 0])
         if p <= 0:
             return 0.0, -1
         hits = np.flatnonzero(h == token)

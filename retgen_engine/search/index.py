@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from .index_train import train_index
 from ..config import IndexConfig
 from .ipscan import IPScan
 
@@ -172,18 +173,14 @@ class FaissIndex(VectorIndex):
             tn = min(n, cfg.train_size or n)
             sample = vectors[np.sort(rng.choice(n, tn, replace=False))] if tn < n else vectors
             log.info("training %s on %d vectors", spec, len(sample))
-            bar = tqdm(total=1, desc=f"training index {spec}", unit="step", disable=not progress)
             try:
-                index.train(sample)  # one faiss call: the bar shows it running, then done
-                bar.update(1)
+                train_index(index, sample, desc=f"training index {spec}", progress=progress)
             except RuntimeError as e:
                 log.warning("cannot train %s on %d vectors (%s); falling back to an exact index",
                             spec, n, str(e).splitlines()[0] if str(e) else e)
                 spec = "IDMap2,Flat"
                 index = faiss.index_factory(dim, spec, faiss.METRIC_L2)
                 nl = 0
-            finally:
-                bar.close()
         if not cfg.precomputed_table:
             drop_precomputed_table(index)
         step = min(1 << 16, max(1024, -(-n // 100)))  # about 100 updates
