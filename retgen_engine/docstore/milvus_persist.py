@@ -23,6 +23,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+
 from ..config import IndexConfig
 from ..persist.commit import Commit, resolve
 from ..persist.errors import ModelFormatError, ModelNotFoundError
@@ -128,7 +130,7 @@ def _settle_lite(store: Any, timeout: float = 120.0) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         seg = mi.lite_segments(store.lite, store.collection, store.index_type)
-        if seg["indexed_segments"] >= seg["segments"]:
+        if seg["indexed_segments"] >= seg["segments"] and not _incomplete(Path(store.lite)):
             return
         time.sleep(0.1)
     log.warning("docstore(milvus): Milvus Lite has not indexed every segment of %r after %.0f s; "
@@ -141,14 +143,60 @@ def _files(root: Path) -> dict:
             for st in (p.stat(),)}
 
 
-def _copy_stable(src: Path, dst: Path, attempts: int = 5) -> None:
+def _starts_with(f: Path, magic: bytes) -> bool:
+    with open(f, "rb") as fh:
+        return fh.read(len(magic)) == magic
+
+
+def _incomplete(root: Path) -> list[str]:
+    """Files of a Lite database that are not whole (Milvus Lite writes them in place, not by
+    rename, so a copy may catch one half-written): a brute-force index file (numpy's format) shorter
+    or longer than its header says, another index file faiss cannot read back, a parquet file
+    without its ``PAR1`` marks at both ends, a JSON file that does not parse."""
+    from numpy.lib import format as npf
+
+    bad = []
+    for f in sorted(root.rglob("*")):
+        if not f.is_file():
+            continue
+        try:
+            if f.suffix == ".idx" and not _starts_with(f, b"\x93NUMPY"):  # faiss' format
+                import faiss
+
+                faiss.read_index(str(f))  # raises on a file cut short
+                ok = True
+            elif f.suffix == ".idx":  # brute force: the vectors in numpy's format
+                with open(f, "rb") as fh:
+                    version = npf.read_magic(fh)
+                    read = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
+                    shape, _, dtype = read(fh)
+                    ok = f.stat().st_size == fh.tell() + int(np.prod(shape)) * dtype.itemsize
+            elif f.suffix == ".parquet":
+                with open(f, "rb") as fh:
+                    head = fh.read(4)
+                    fh.seek(-4, os.SEEK_END)
+                    ok = head == b"PAR1" and fh.read(4) == b"PAR1"
+            elif f.suffix == ".json":
+                json.loads(f.read_text())
+                ok = True
+            else:
+                continue
+        except (OSError, ValueError, RuntimeError):
+            ok = False
+        if not ok:
+            bad.append(str(f.relative_to(root)))
+    return bad
+
+
+def _copy_stable(src: Path, dst: Path, attempts: int = 8) -> None:
     """Copy the Lite database ``src`` to ``dst`` so that no file changed while it was copied
-    (Milvus Lite's background threads write index and compaction files): copied again, after a
-    pause, while any file's size or mtime moved; a warning when it never settled."""
+    and every file in the copy is whole (:func:`_incomplete`; Milvus Lite's background threads
+    write index and compaction files): copied again, after a pause, while any file's size or
+    mtime moved or a copied file was cut short; a warning when it never settled."""
     for i in range(attempts):
         before = _files(src)
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("LOCK"))
-        if _files(src) == before:
+        if _files(src) == before and not _incomplete(dst):
             return
         if i == attempts - 1:
             log.warning("docstore(milvus): files of %s kept changing while it was copied; the "
