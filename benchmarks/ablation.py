@@ -180,7 +180,10 @@ def main() -> None:
         log.warning("%s was built without index.keep_vectors: the rows that need another index "
                     "over the same vectors (without PQ, without IVF) are not measured", a.model_dir)
     if a.retrain or eng.policy is None or eng.reranker is None:
-        train(eng, seed=0)  # the held-out queries see the same cache as evaluation
+        # the held-out queries see the same cache as evaluation; the rows below leave the memory
+        # out, so the learned parts are trained on the mixture without it (learned_memory.py
+        # measures them with it)
+        train(eng, seed=0, memory=False)
         eng = load()
     ret = eng.retriever
     learned, sim_only = ret.energy, EnergyModel()

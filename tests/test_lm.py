@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from retgen_engine.lm.generator import cache_mass
 from retgen_engine.lm.mixture import RetrievalParams, mix_logprobs
 from retgen_engine.ngram.patterns import extract_patterns
 from retgen_engine.ngram.counts import build_levels
@@ -155,5 +156,5 @@ def test_step_shortcuts_equal_the_direct_computation(tiny_engine):
     assert info.cache_mu.total > 0
     for tok in list(dict.fromkeys(hist[-30:])) + [int(np.argmax(lp))]:
         direct = lm.cache.share(hist, tok, info.cache_mu)
-        fast = lm.cache.share(hist, tok, info.cache_mu, info.cache_mass(tok))
+        fast = lm.cache.share(hist, tok, info.cache_mu, cache_mass(info, tok))
         assert fast[1] == direct[1] and fast[0] == pytest.approx(direct[0], rel=1e-9, abs=1e-15)

@@ -14,6 +14,15 @@ from ..text.tokenizer import Tokenizer, glue_classes
 log = logging.getLogger(__name__)
 
 
+def cache_mass(info: StepInfo, token: int) -> Optional[float]:
+    """The probability the context cache gave ``token`` inside a step's base distribution,
+    p_base - (1 - mu) p_kn (what its trace reports, without computing the cache again; None
+    when the step did not keep p_base)."""
+    if info.p_base is None:
+        return None
+    return max(float(info.p_base[token] - (1 - info.cache_mu.total) * info.p_kn[token]), 0.0)
+
+
 @dataclass
 class TraceEntry:
     """One source that carried part of a token's probability."""
@@ -170,7 +179,7 @@ class Generator:
                                       self.tokenizer.context_text(hist), -1, order))
         if info.cache_mu.total:
             share, at = self.lm.cache.share(info.history, token, info.cache_mu,
-                                            info.cache_mass(token))
+                                            cache_mass(info, token))
             if share > 0 and at >= 0:
                 lo = max(0, at - self.sources.snippet_tokens + 1)
                 entries.append(TraceEntry(

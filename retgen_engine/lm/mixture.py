@@ -103,13 +103,6 @@ class StepInfo:
     memory: Any = None                       # what the memory read (memory.StepMemory)
     p_base: Optional[np.ndarray] = field(default=None, repr=False)  # back-off + cache [V]
 
-    def cache_mass(self, token: int) -> float:
-        """The probability mass the context cache gives ``token`` inside the base distribution
-        (p_base - (1 - mu) p_kn; what the trace reports without recomputing the cache)."""
-        if self.p_base is None or not self.cache_mu.total:
-            return 0.0
-        return max(float(self.p_base[token] - (1 - self.cache_mu.total) * self.p_kn[token]), 0.0)
-
 
 @dataclass
 class Lookup:
