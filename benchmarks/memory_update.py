@@ -110,6 +110,13 @@ def main() -> None:
         eng = RetgenEngine.load(a.work / "model-A")
         eng.config.memory = cfg.memory  # the settings of this run (the tables at its order)
         eng.use_memory(eng.memory.store)
+        from retgen_engine.learn.memory_tuning import added_documents
+
+        stale = added_documents(eng.memory)  # a run stopped before its delete left B in it
+        if stale:
+            log.warning("model A's memory holds %d added documents; deleted first", len(stale))
+            eng.memory.delete(stale)
+            eng.save_memory()
         build_a = eng.manifest["build_stats"]["build_seconds_total"]
     else:
         eng = RetgenEngine.build(fa, out=a.work / "model-A", config=cfg, overwrite=True,
@@ -143,6 +150,7 @@ def main() -> None:
     n_before = len(eng.memory)
     deleted = eng.memory.delete(ids)
     eng.memory.config = cfg_built  # the build's weights again
+    eng.save_memory()  # model A is left as it was built
     r_a2 = evaluate(eng, test, tuned, retrieved)
 
     rebuild_from = "built in this run"
