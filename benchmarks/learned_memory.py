@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import _memory
-from lm_benchmark import CORPORA, DATA, GRID_K, GRID_TAU, cache_of, machine
+from lm_benchmark import CORPORA, DATA, GRID_K, GRID_TAU, cache_of, machine, machine_line
 from retgen_engine import RetgenEngine
 from retgen_engine.learn.training import train
 from retgen_engine.lm.evaluation import prepend_context
@@ -181,9 +181,7 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / f"learned_memory_{a.corpus}.json").write_text(json.dumps(result, indent=1))
     md = [f"# {a.corpus}: the learned parts with the document memory in the mixture", "",
-          f"Machine: {mach['cpu']}, {mach['cores']} cores, load {mach['load_average'][0]:.1f} at "
-          f"start / {mach['load_average_end'][0]:.1f} at end; {mach['date']}; CPU flags "
-          f"{mach['cpu_flags']}. Memory: {result['memory']}; every row's memory weights fitted "
+          f"{machine_line(mach)} Memory: {result['memory']}; every row's memory weights fitted "
           "on valid on top of that row.", "",
           "| row | valid ppl, no memory | test ppl, no memory | valid ppl + memory | test ppl + memory "
           "| test + memory vs fixed |", "|---|---|---|---|---|---|",

@@ -78,6 +78,12 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
+def machine_line(m: dict) -> str:
+    """The results files' machine sentence (``m``: :func:`machine` with ``load_average_end``)."""
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, load {m['load_average'][0]:.1f} at start / "
+            f"{m['load_average_end'][0]:.1f} at end; {m['date']}; CPU flags {m['cpu_flags']}.")
+
+
 def cache_of(params: dict) -> ContextCache:
     """The context cache a results row describes (rows from before the trigram cache have
     only window, unigram and bigram)."""

@@ -26,7 +26,7 @@ from scipy.optimize import minimize
 
 import _memory
 from learned_memory import with_tuned_memory
-from lm_benchmark import CORPORA, DATA, cache_of, machine
+from lm_benchmark import CORPORA, DATA, cache_of, machine, machine_line
 from retgen_engine import RetgenEngine
 from retgen_engine.lm.evaluation import prepend_context
 from retgen_engine.lm.mixture import RetrievalParams, mix_logprobs
@@ -129,9 +129,7 @@ def main() -> None:
     mach["load_average_end"] = os.getloadavg()
     (a.out / f"memory_gate_probe_{a.corpus}.json").write_text(json.dumps(result, indent=1))
     md = [f"# {a.corpus}: would a learned gate on the memory's weight pay?", "",
-          f"Machine: {mach['cpu']}, {mach['cores']} cores, load {mach['load_average'][0]:.1f} at "
-          f"start / {mach['load_average_end'][0]:.1f} at end; {mach['date']}; CPU flags "
-          f"{mach['cpu_flags']}. Valid split in two halves; each fitted on one half, scored on "
+          f"{machine_line(mach)} Valid split in two halves; each fitted on one half, scored on "
           f"the other, perplexities averaged (log); memory {result['memory']}; valid without "
           f"the memory {result['no_memory_valid']:.2f}.", "",
           "| passage temperature | per-order weights | + gate | gate / weights |", "|---|---|---|---|",
