@@ -34,7 +34,6 @@ from retgen_engine.lm.evaluation import prepend_context
 from retgen_engine.lm.mixture import RetrievalParams, gated_lam, mix_logprobs
 from retgen_engine.memory.mixture import MemoryParams
 from retgen_engine.ngram.features import backoff_features, right_aligned
-from retgen_engine.search.retrieval import Retrieved
 from retgen_engine.text.corpus import read_eval_tokens
 
 HERE = Path(__file__).resolve().parent
@@ -105,7 +104,7 @@ def main() -> None:
                                Q=right_aligned(seq, pos, ret.max_length), progress=True)
         found, secs = _memory.found_for(mem, seq, pos, mp.keys, mp.k, mp.refresh)
         F, H, C = mem.stream_counts(seq, pos, mp, found)
-        splits[split] = {"seq": seq, "pos": pos, "vecs": vecs, "r": Retrieved(r.D, r.I, r.Q),
+        splits[split] = {"seq": seq, "pos": pos, "vecs": vecs, "r": r,
                          "found": found, "FHC": (F, H, C), "memory_search_seconds": secs}
         log.info("%s: searches done", split)
 

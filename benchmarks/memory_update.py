@@ -31,6 +31,7 @@ import numpy as np
 import _memory
 from lm_benchmark import DATA, HERE, cache_of, machine
 from retgen_engine import RETGENConfig, RetgenEngine
+from retgen_engine.learn.memory_tuning import added_documents
 from retgen_engine.lm.evaluation import perplexity_report, prepend_context
 from retgen_engine.text.corpus import CorpusSource, read_eval_tokens, tokenize_corpus
 
@@ -110,8 +111,6 @@ def main() -> None:
         eng = RetgenEngine.load(a.work / "model-A")
         eng.config.memory = cfg.memory  # the settings of this run (the tables at its order)
         eng.use_memory(eng.memory.store)
-        from retgen_engine.learn.memory_tuning import added_documents
-
         stale = added_documents(eng.memory)  # a run stopped before its delete left B in it
         if stale:
             log.warning("model A's memory holds %d added documents; deleted first", len(stale))

@@ -34,7 +34,7 @@ def test_tuning_on_added_documents_raises_the_memory_weight_for_new_text(tiny_mo
     rep = eng.tune_memory(progress=False)
     pp = rep["perplexity"]
     assert rep["documents"] >= 1 and rep["excluded_passages"] >= rep["documents"]
-    assert pp["after"] < 0.8 * pp["before"] and pp["after"] <= pp["before"]
+    assert pp["after"] < 0.8 * pp["before"]
     assert sum(eng.memory.config.weights) > sum(before)
     assert eng.memory.config is eng.config.memory
     # in force at once, and saved with the memory

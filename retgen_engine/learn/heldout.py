@@ -170,6 +170,11 @@ def memory_in_mixture(engine, memory: bool) -> bool:
     return bool(memory) and mem is not None and len(mem) > 0 and sum(mem.config.weights) > 0
 
 
+def memory_pair(data: dict):
+    """(p_mem, lam_mem) of :func:`build_training_data`'s result, or None without them."""
+    return (data["mem_p"], data["mem_lam"]) if "mem_p" in data else None
+
+
 def build_training_data(engine, fraction: float = 0.02, max_queries: int = 20000, k: int = 64,
                         seed: int = 0, progress: bool = True, memory: bool = True) -> dict:
     """Cached features of held-out training queries: the last ``fraction`` of the stream held

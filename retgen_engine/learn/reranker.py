@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..search.energy import EnergyModel
+from .heldout import memory_pair
 from ..persist.modules import SavableModule
 
 log = logging.getLogger(__name__)
@@ -150,10 +151,8 @@ def mix_last(logp: torch.Tensor, mem=None) -> torch.Tensor:
 
 def memory_of(data: dict):
     """The training data's memory terms as tensors (None when it was built without them)."""
-    if "mem_p" not in data:
-        return None
-    return (torch.as_tensor(np.asarray(data["mem_p"], dtype=np.float64)),
-            torch.as_tensor(np.asarray(data["mem_lam"], dtype=np.float64)))
+    m = memory_pair(data)
+    return None if m is None else tuple(torch.as_tensor(np.asarray(x, dtype=np.float64)) for x in m)
 
 
 def fit_reranker(data: dict, tau: float, steps: int = 300, lr: float = 0.05, seed: int = 0,

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..search.energy import EnergyModel
-from .heldout import build_training_data
+from .heldout import build_training_data, memory_pair
 from ..lm.mixture import mix_logprobs
 from ..ngram.features import SKIP_DIM
 from .policy import RetrievalPolicy, fit_policy, fit_skip, greedy_logp, reward_table
@@ -44,11 +44,6 @@ def p_ret_table(energy: EnergyModel, data: dict, k_choices, tau_choices, gate=No
                 shift[:, a, b] = gate.lam_shift(w, data["dist"], valid, data["exact"],
                                                 data["len"], kf)
     return out, shift
-
-
-def memory_pair(data: dict):
-    """(p_mem, lam_mem) of the training data, or None when it has no memory terms."""
-    return (data["mem_p"], data["mem_lam"]) if "mem_p" in data else None
 
 
 def with_memory(logp: np.ndarray, data: dict) -> np.ndarray:

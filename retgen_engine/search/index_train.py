@@ -50,6 +50,5 @@ def train_index(index: Any, sample: np.ndarray, desc: str = "training index",
             q = ivf.quantizer
             q.reset()
             q.add(faiss.vector_to_array(clus.centroids).reshape(ivf.nlist, ivf.d))
-            q.is_trained = True
         index.train(sample)
         bar.update(1)

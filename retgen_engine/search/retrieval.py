@@ -160,7 +160,7 @@ class PatternRetriever:
         rows = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())
         share = np.repeat(w / pt.count[ids], n)
         return np.bincount(pt.cont_tokens[rows], weights=share * pt.cont_counts[rows],
-                           minlength=self.V)[: self.V].astype(np.float64)
+                           minlength=self.V)[: self.V]
 
     def contributions(self, r: Retrieved, tau: float, token: int,
                       weights: Optional[np.ndarray] = None) -> list[tuple[int, float]]:
