@@ -13,6 +13,8 @@ import time
 import numpy as np
 from scipy.optimize import minimize
 
+from retgen_engine.config import MemoryConfig
+from retgen_engine.learn.memory_gate import fit_gate, memory_nll
 from retgen_engine.lm.mixture import mix_logprobs
 from retgen_engine.memory.mixture import MemoryParams, neighbour_probs
 
@@ -85,9 +87,21 @@ def found_for(mem, seq, pos, keys: str, k: int, refresh: int):  # noqa: D401
     return found, time.perf_counter() - t
 
 
+GATE_FIELDS = ("gate", "gate_center", "gate_scale")
+
+
+def gate_config(mem, row: dict) -> MemoryConfig:
+    """The memory config of a tuned row (with its learned gate if it has one)."""
+    return MemoryConfig.model_validate({**mem.config.model_dump(), **{
+        f: row.get(f, []) for f in GATE_FIELDS}, "weights": row["weights"],
+        "kappa": row["kappa"], "temperature": row["temperature"]})
+
+
 def tune(mem, seq, bases: dict[str, np.ndarray], k: int, refresh: int, keys_list=KEYS,
-         taus=TAUS) -> tuple[dict, list]:
-    """Best (tau, weights, kappa) per (keys, base) on valid, and every row tried."""
+         taus=TAUS, context=None) -> tuple[dict, list]:
+    """Best (tau, weights, kappa) per (keys, base) on valid, and every row tried; with
+    ``context`` (the back-off features of the positions) also the memory's learned gate fitted
+    with the weights of each best row (base ``<base>+gate``)."""
     pos = np.arange(1, len(seq))
     rows, best = [], {}
     for keys in keys_list:
@@ -106,31 +120,51 @@ def tune(mem, seq, bases: dict[str, np.ndarray], k: int, refresh: int, keys_list
                 log.info("valid %s", row)
                 if (keys, base) not in best or ppl < best[keys, base]["valid_perplexity"]:
                     best[keys, base] = row
+        for base in (list(bases) if context is not None else []):
+            r = best[keys, base]
+            mp = MemoryParams(k=k, refresh=refresh, keys=keys, temperature=r["temperature"])
+            F, H, C, wmax = mem.stream_counts(seq, pos, mp, found, with_wmax=True)
+            t = time.perf_counter()
+            cfg = fit_gate(bases[base], F, H, C, wmax, context, gate_config(mem, r))
+            row = {**r, "base": base + "+gate", "weights": cfg.weights, "kappa": cfg.kappa,
+                   **{f: getattr(cfg, f) for f in GATE_FIELDS}, "gate_fit_seconds":
+                   time.perf_counter() - t, "valid_perplexity": float(np.exp(memory_nll(
+                       bases[base], F, H, C, wmax, context, cfg)))}
+            rows.append(row)
+            best[keys, base + "+gate"] = row
+            log.info("valid %s", row)
     return best, rows
 
 
 def tuned_config(mem, row: dict):
-    """The memory's config with a tuned row's settings."""
+    """The memory's config with a tuned row's settings (its learned gate, or none)."""
     return mem.config.model_copy(update={"keys": row["keys"], "k": row["k"],
                                          "refresh": row["refresh"],
                                          "temperature": row["temperature"],
-                                         "weights": row["weights"], "kappa": row["kappa"]})
+                                         "weights": row["weights"], "kappa": row["kappa"],
+                                         **{f: row.get(f, []) for f in GATE_FIELDS}})
 
 
-def test_rows(mem, seq, bases: dict[str, np.ndarray], best: dict, keys_list=KEYS) -> dict:
-    """Test perplexity per (keys, base) with the settings tuned on valid."""
+def test_rows(mem, seq, bases: dict[str, np.ndarray], best: dict, keys_list=KEYS,
+              context=None) -> dict:
+    """Test perplexity per (keys, base) with the settings tuned on valid (``context``: the
+    back-off features of the positions, for the rows with a learned gate, base
+    ``<base>+gate``, mixed on top of ``bases[<base>]``)."""
     pos = np.arange(1, len(seq))
     out = {}
     for keys in keys_list:
         if isinstance(mem.encoder, MemoEncoder):
             mem.encoder.clear()  # the test search is timed with all its encoding
-        rows = {b: best[keys, b] for b in bases if (keys, b) in best}
+        rows = {b: best[keys, b] for b in [*bases, *(f"{b}+gate" for b in bases)]
+                if (keys, b) in best}
         k = max(r["k"] for r in rows.values())
         found, secs = found_for(mem, seq, pos, keys, k, next(iter(rows.values()))["refresh"])
         for base, r in rows.items():
             mp = MemoryParams(k=r["k"], refresh=r["refresh"], keys=keys, temperature=r["temperature"])
-            F, H, C = mem.stream_counts(seq, pos, mp, found)
-            out[keys, base] = {**r, "test_perplexity": score(bases[base], F, H, C, r["weights"], r["kappa"]),
+            F, H, C, wmax = mem.stream_counts(seq, pos, mp, found, with_wmax=True)
+            lp = bases[base.split("+")[0]]
+            ppl = float(np.exp(memory_nll(lp, F, H, C, wmax, context, gate_config(mem, r))))
+            out[keys, base] = {**r, "test_perplexity": ppl,
                                "test_search_seconds": secs, "found": found}
             log.info("test %s %s: %.2f", keys, base, out[keys, base]["test_perplexity"])
     return out

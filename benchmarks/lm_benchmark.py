@@ -2,8 +2,9 @@
 parameters (k, tau, lambda) and the document memory (keys, passage temperature, per-order
 weights) on valid, report test, next to the Kneser-Ney back-off measured in the same run and
 KenLM's 5-gram reference. Every row is one stage added to the one before: KN-5, + cache,
-+ patterns, + memory (lexical, dense, fused keys, on KN-5 + cache), full system (all of them,
-the memory's keys chosen on valid, scored by the engine itself).
++ patterns, + memory (lexical, dense, fused keys, on KN-5 + cache), the same with the memory's
+learned gate (fitted on valid with the weights), full system (all of them, the memory's keys
+and gate or none chosen on valid, scored by the engine itself).
 
     python benchmarks/lm_benchmark.py --corpus wikitext2   # writes results/wikitext2.{json,md}
     python benchmarks/lm_benchmark.py --corpus ptb         # writes results/ptb.{json,md}
@@ -26,6 +27,7 @@ import _memory
 from retgen_engine import RETGENConfig, RetgenEngine
 from retgen_engine.memory.memory import PassageMemory
 from retgen_engine.ngram.cache import ContextCache
+from retgen_engine.ngram.features import backoff_features
 from retgen_engine.text.corpus import read_eval_tokens
 from retgen_engine.lm.evaluation import perplexity_report, prepend_context
 from retgen_engine.search.index import table_bytes
@@ -187,6 +189,8 @@ def main() -> None:
                     help="n-gram order of the memory's tables (default: the model's config)")
     ap.add_argument("--memory-keys", nargs="+", default=list(_memory.KEYS),
                     choices=_memory.KEYS, help="memory keys to compare")
+    ap.add_argument("--no-memory-gate", action="store_true",
+                    help="do not fit the memory's learned gate (rows without it only)")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--speed-only", action="store_true",
                     help="re-measure generation speed for an existing results file (records when)")
@@ -263,13 +267,16 @@ def main() -> None:
     seq_v = prepend_context(valid, eng.vocab)
     out_v = eng.lm.score_stream(seq_v, params, retrieved=retrieved_valid)
     bases_v = {"cache": out_v["log_base"], "full": out_v["logp"]}
+    # the memory's learned gate reads the back-off's features (no gate with --no-memory-gate)
+    ctx = (lambda s: None) if a.no_memory_gate else (
+        lambda s: backoff_features(eng.backoff, eng.lm.base_ids(s), np.arange(1, len(s))))
     mem_best, mem_grid = _memory.tune(mem, seq_v, bases_v, a.memory_k, a.memory_refresh,
-                                      a.memory_keys)
+                                      a.memory_keys, context=ctx(seq_v))
     seq_t = prepend_context(test, eng.vocab)
     out_t = eng.lm.score_stream(seq_t, params, retrieved=retrieved)
     mem_test = _memory.test_rows(mem, seq_t, {"cache": out_t["log_base"], "full": out_t["logp"]},
-                                 mem_best, a.memory_keys)
-    chosen = min((r for (k, b), r in mem_best.items() if b == "full"),
+                                 mem_best, a.memory_keys, context=ctx(seq_t))
+    chosen = min((r for (k, b), r in mem_best.items() if b.startswith("full")),
                  key=lambda r: r["valid_perplexity"])
     mem.config = _memory.tuned_config(mem, chosen)
     mem.encoder = getattr(mem.encoder, "_enc", mem.encoder)  # generation encodes afresh
@@ -296,8 +303,15 @@ def main() -> None:
           for k in a.memory_keys],
         *[(f"KN-5 + cache + patterns + memory, {k} keys", mem_test[k, "full"]["test_perplexity"])
           for k in a.memory_keys],
-        (f"RETGEN full system: KN-5 + cache + patterns + memory ({chosen['keys']} keys, chosen "
-         "on valid), scored by the engine", rep_full["perplexity"]),
+        *[(f"KN-5 + cache + memory with its learned gate, {k} keys",
+           mem_test[k, "cache+gate"]["test_perplexity"]) for k in a.memory_keys
+          if (k, "cache+gate") in mem_test],
+        *[(f"KN-5 + cache + patterns + memory with its learned gate, {k} keys",
+           mem_test[k, "full+gate"]["test_perplexity"]) for k in a.memory_keys
+          if (k, "full+gate") in mem_test],
+        (f"RETGEN full system: KN-5 + cache + patterns + memory ({chosen['keys']} keys, "
+         f"{'with' if chosen.get('gate') else 'without'} the learned gate, chosen on valid), "
+         "scored by the engine", rep_full["perplexity"]),
         ("patterns + KN-5 without the context cache", rep_nocache["perplexity"]),
         ("KenLM 5-gram (reference given in the brief, not re-run)", kenlm),
     ]
@@ -378,6 +392,10 @@ def main() -> None:
           f"built in {mem_build_s:.0f} s |",
           f"| memory tuned on valid | keys {chosen['keys']}, k {chosen['k']}, refresh {chosen['refresh']}, "
           f"temperature {chosen['temperature']}, weights {chosen['weights']}, kappa {chosen['kappa']} |",
+          *([f"| the memory's learned gate (test, {chosen['keys']} keys, on the full system) | "
+             f"with {mem_test[chosen['keys'], 'full+gate']['test_perplexity']:.2f}, without "
+             f"{mem_test[chosen['keys'], 'full']['test_perplexity']:.2f} |"]
+            if (chosen['keys'], 'full+gate') in mem_test else []),
           "| memory alone / KN-5 + cache (test) | "
           + ", ".join(f"{k} {v:.3f}" for k, v in result['memory']['memory_alone_over_cache'].items()) + " |",
           ""]

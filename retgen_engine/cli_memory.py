@@ -25,11 +25,13 @@ def memory_add(a: argparse.Namespace, load_engine: Callable) -> int:
 
 
 def _tune(eng, ids, a: argparse.Namespace) -> None:
-    rep = eng.tune_memory(ids, max_tokens=a.max_tokens, seed=a.seed, progress=not a.quiet)
+    rep = eng.tune_memory(ids, max_tokens=a.max_tokens, seed=a.seed, progress=not a.quiet,
+                          gate=not a.no_gate)
     pp = rep["perplexity"]
     print(f"memory weights refitted on {rep['documents']} held-out added documents "
           f"({rep['tokens']} tokens): perplexity {pp['before']:.2f} -> {pp['after']:.2f} "
-          f"(without the memory {pp['without_memory']:.2f}); weights {rep['after']['weights']}")
+          f"(without the memory {pp['without_memory']:.2f}); weights {rep['after']['weights']}; "
+          f"{'learned gate fitted' if rep['after']['gate'] else 'no learned gate'}")
 
 
 def memory_tune(a: argparse.Namespace, load_engine: Callable) -> int:
@@ -83,6 +85,8 @@ def register(cmd: Callable, load_engine: Callable) -> None:
                        help="held-out tokens at most (default: 20000)")
         q.add_argument("--seed", type=int, default=0,
                        help="which documents are held out (default: 0)")
+        q.add_argument("--no-gate", action="store_true", help="refit the per-order weights only, "
+                       "without the memory's learned gate (default: fit the gate too)")
     md = cmd("delete", "delete documents from the memory by id",
              partial(memory_delete, load_engine=load_engine), True, msub)
     md.add_argument("--id", nargs="+", required=True, metavar="ID",

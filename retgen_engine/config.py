@@ -208,6 +208,12 @@ class MemoryConfig(BaseModel):
         default_factory=lambda: [0.4, 7.4, 0.2, 6.0, 0.06])
     #: the constant of reciprocal-rank fusion, 1 / (rrf_k + rank)
     rrf_k: float = Field(60.0, gt=0.0)
+    #: the learned gate on the memory's weight (:mod:`retgen_engine.memory.gate`): one weight
+    #: per feature and a bias, fitted by build-time tuning and ``tune_memory`` ([]: no gate)
+    gate: list[float] = Field(default_factory=list)
+    #: the gate's feature standardization (z - center) / scale, one value per feature
+    gate_center: list[float] = Field(default_factory=list)
+    gate_scale: list[Annotated[float, Field(gt=0.0)]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> "MemoryConfig":
@@ -216,6 +222,14 @@ class MemoryConfig(BaseModel):
                              f"({len(self.kappa)}) need one value per order (order={self.order})")
         if sum(self.weights) >= 1:
             raise ValueError(f"memory weights {self.weights}: each >= 0 and their sum < 1")
+        G = 3 + self.order  # memory.gate.gate_dim
+        if self.gate and (len(self.gate) != G + 1 or len(self.gate_center) != G
+                          or len(self.gate_scale) != G):
+            raise ValueError(f"memory gate: {G} weights and a bias, and {G} gate_center and "
+                             f"gate_scale values, at order={self.order} (got {len(self.gate)}, "
+                             f"{len(self.gate_center)}, {len(self.gate_scale)})")
+        if not self.gate and (self.gate_center or self.gate_scale):
+            raise ValueError("memory gate_center/gate_scale given without gate weights")
         if self.stride is not None and self.stride > self.passage_length:
             raise ValueError(f"memory stride={self.stride} exceeds passage_length="
                              f"{self.passage_length}: text between passages would be skipped")
@@ -278,6 +292,8 @@ class TuningConfig(BaseModel):
     min_tokens: int = Field(1000, ge=100, le=10_000_000)
     #: which document end closes the slice (the last document's end: seed 0 on one document)
     seed: int = Field(0, ge=0)
+    #: fit the memory's learned gate with its weights (False: the per-order weights only)
+    memory_gate: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> "TuningConfig":

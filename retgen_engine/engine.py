@@ -165,18 +165,19 @@ class RetgenEngine:
 
     def tune_memory(self, ids: Optional[Sequence[str]] = None, max_tokens: int = 20000,
                     seed: int = 0, progress: bool = True,
-                    params: Optional[RetrievalParams] = None) -> dict:
+                    params: Optional[RetrievalParams] = None, gate: bool = True) -> dict:
         """Refit the memory's weights on documents added to it, some held out as new text
         (:func:`~retgen_engine.learn.memory_tuning.tune_on_documents`; ``ids``: the documents
         to draw from, default every one added after the build; ``params``: the retrieval
-        parameters the memory is mixed on top of, default the model's). In force at once;
+        parameters the memory is mixed on top of, default the model's; ``gate``: fit the
+        memory's learned gate too). In force at once;
         saved with the memory by :meth:`save_memory`. Returns the report."""
         from .learn.memory_tuning import tune_on_documents
 
         base = (self.retrieval_params(memory=False) if params is None
                 else dataclasses.replace(params, memory=None))
         cfg, report = tune_on_documents(self.lm, base, ids, max_tokens=max_tokens, seed=seed,
-                                        progress=progress)
+                                        progress=progress, gate=gate)
         self.memory.config = cfg
         self.config.memory = cfg
         return report

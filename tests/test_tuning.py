@@ -280,3 +280,17 @@ def test_bad_tuning_arguments(corpus, untuned, tmp_path, capsys):
                  "--memory-token", "t"]) == 2
     err = capsys.readouterr().err
     assert "--memory-token 't' needs --memory-uri" in err and "memory_" not in err
+
+
+def test_the_memory_gate_is_fitted_on_the_slice_and_can_be_switched_off(untuned):
+    from retgen_engine.memory.gate import gate_dim
+
+    e = untuned
+    cfg, rep = tune(e.lm, e.config, e.doc_offsets, e.doc_names, progress=False)
+    cfg0, rep0 = tune(e.lm, e.config, e.doc_offsets, e.doc_names, progress=False,
+                      memory_gate=False)
+    assert cfg0.memory.gate == [] and rep0["chosen"]["memory"]["gate"] == []
+    assert len(cfg.memory.gate) == gate_dim(cfg.memory.order) + 1
+    assert rep["chosen"]["memory"]["gate"] == cfg.memory.gate
+    # fitted with the weights on the same slice: it cannot be worse there
+    assert rep["perplexity"]["memory"]["after"] < rep0["perplexity"]["memory"]["after"]

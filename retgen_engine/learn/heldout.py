@@ -159,7 +159,8 @@ def memory_terms(engine, held: HeldOutSlice, pos: np.ndarray, before: int,
                                 before=max(int(before), MEMORY_GUARD))
     mp = MemoryParams.from_config(mem.config)
     uq, _, _ = mem.stream_queries(held.stream, pos, mp.refresh)
-    p, lam = mem.stream_terms(held.stream, pos, mp, exclude=[ex] * len(uq), progress=progress)
+    p, lam = mem.stream_terms(held.stream, pos, mp, exclude=[ex] * len(uq), progress=progress,
+                              context=backoff_features(held.backoff, held.stream, pos))
     return p, lam, len(ex)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..checks import ArgumentError, int_arg
 from ..memory.mixture import MemoryParams
+from ..ngram.features import backoff_features
 from .stages import MEMORY_TAUS, MemoryStage, one_thread
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,13 @@ def document_tokens(memory: Any, doc_id: str) -> np.ndarray:
 
 def tune_on_documents(lm: Any, params: Any, ids: Optional[Sequence[str]] = None,
                       max_tokens: int = 20000, min_documents: int = 2, seed: int = 0,
-                      progress: bool = False) -> tuple[Any, dict]:
+                      progress: bool = False, gate: bool = True) -> tuple[Any, dict]:
     """(the memory config refitted on held-out added documents, the report); ``lm`` a
     :class:`~retgen_engine.lm.mixture.RetgenLM` with a memory, ``params`` its retrieval
     parameters without the memory (what the memory is mixed on top of). ``ids``: the documents
     to draw from (default: every document added after the build). At least
-    ``min_documents`` must be there: one is held out at a time, the others stay readable."""
+    ``min_documents`` must be there: one is held out at a time, the others stay readable.
+    ``gate``: fit the memory's learned gate with the weights (False: the weights only)."""
     t0 = time.perf_counter()
     mem = lm.memory
     if mem is None:
@@ -109,17 +111,18 @@ def tune_on_documents(lm: Any, params: Any, ids: Optional[Sequence[str]] = None,
         log_prev = out["logp"][pos - 1]
         uq, _, queries = mem.stream_queries(seq, pos, mp.refresh)
         found = mem.find(queries, mp, exclude=[excluded] * len(uq), progress=progress)
-        ms = MemoryStage(held, mem, found, set(MEMORY_TAUS) | {cfg0.temperature}, progress)
+        ms = MemoryStage(held, mem, found, set(MEMORY_TAUS) | {cfg0.temperature}, progress,
+                         context=backoff_features(lm.backoff, lm.base_ids(seq), pos))
     with one_thread():
-        cfg1 = ms.fit(log_prev, cfg0)
+        cfg1 = ms.fit(log_prev, cfg0, gate=gate)
     before = float(-ms.logp(log_prev, cfg0).mean())
     after = float(-ms.logp(log_prev, cfg1).mean())
     report = {"documents": len(chosen), "tokens": int(len(pos)), "pool": len(pool),
               "excluded_passages": len(excluded),
               "perplexity": {"without_memory": math.exp(float(-log_prev.mean())),
                              "before": math.exp(before), "after": math.exp(after)},
-              "before": {n: getattr(cfg0, n) for n in ("temperature", "weights", "kappa")},
-              "after": {n: getattr(cfg1, n) for n in ("temperature", "weights", "kappa")},
+              "before": {n: getattr(cfg0, n) for n in ("temperature", "weights", "kappa", "gate")},
+              "after": {n: getattr(cfg1, n) for n in ("temperature", "weights", "kappa", "gate")},
               "seconds": time.perf_counter() - t0}
     log.info("memory tuned on %d held-out added documents (%d tokens): perplexity %.2f -> %.2f "
              "(without the memory %.2f) in %.1fs", len(chosen), len(pos), math.exp(before),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
@@ -20,10 +20,12 @@ from tqdm.auto import tqdm
 
 from ..config import MemoryConfig
 from ..lm.mixture import mix_logprobs
+from ..memory.gate import apply_gate
 from ..memory.mixture import MemoryParams, neighbour_probs
 from ..ngram.cache import ContextCache
 from ..ngram.features import candidate_features, right_aligned
 from .heldout import MEMORY_GUARD, HeldOutSlice
+from .memory_gate import fit_gate
 
 DECAYS = (0.0, 50.0, 200.0, 1000.0)
 K_GRID = (4, 8, 16, 32, 64, 128)
@@ -238,8 +240,10 @@ class MemoryStage:
     temperature (the lookups are the cost, the weights only mix them)."""
 
     def __init__(self, d: SliceData, memory: Any, found, temperatures: Sequence[float],
-                 progress: bool = False, chunk: int = 2048):
+                 progress: bool = False, chunk: int = 2048, context: Optional[np.ndarray] = None):
         from ..memory.keys import passage_weights
+
+        self.context = context  # the positions' back-off features (the gate's), or None
 
         self.order = N = memory.config.order
         mp = MemoryParams.from_config(memory.config)
@@ -249,6 +253,7 @@ class MemoryStage:
         w = {t: passage_weights(scores, pids, t) for t in taus}
         n = len(d.pos)
         self.counts = {t: (np.zeros((N, n)), np.zeros((N, n)), np.zeros((N, n))) for t in taus}
+        self.wmax = {t: (w[t].max(1) if w[t].shape[1] else np.zeros(len(w[t])))[inv] for t in taus}
         for lo in tqdm(range(0, n, chunk), desc="tuning: memory", unit="chunk",
                        disable=not progress):
             sl = slice(lo, lo + chunk)
@@ -260,18 +265,23 @@ class MemoryStage:
                 F[:, sl], H[:, sl], C[:, sl] = (f * w[t][q]).sum(-1), (h * w[t][q]).sum(-1), c.sum(-1)
 
     def logp(self, log_prev: np.ndarray, cfg: MemoryConfig) -> np.ndarray:
-        p, lam = neighbour_probs(*self.counts[float(cfg.temperature)], cfg.weights, cfg.kappa)
-        return mix_logprobs(log_prev, p, lam)
+        tau = float(cfg.temperature)
+        F, H, C = self.counts[tau]
+        p, lam = neighbour_probs(F, H, C, cfg.weights, cfg.kappa)
+        return mix_logprobs(log_prev, p, apply_gate(cfg, lam, C, self.wmax[tau], self.context))
 
-    def fit(self, log_prev: np.ndarray, start: MemoryConfig) -> MemoryConfig:
+    def fit(self, log_prev: np.ndarray, start: MemoryConfig, gate: bool = True) -> MemoryConfig:
         """The memory config of the best held-out likelihood on top of ``log_prev`` (``start``
-        and the memory off, every weight 0, are candidates)."""
+        and the memory off, every weight 0, are candidates); with ``gate`` (and the positions'
+        back-off features), the learned gate fitted with the weights of the best one
+        (:func:`.memory_gate.fit_gate`)."""
         N = self.order
 
         def make(tau, w, kappa) -> MemoryConfig:
             return MemoryConfig.model_validate({**start.model_dump(), "temperature": _sig(tau),
                                                 "weights": [_weight(v) for v in w],
-                                                "kappa": [_sig(v) for v in kappa]})
+                                                "kappa": [_sig(v) for v in kappa],
+                                                "gate": [], "gate_center": [], "gate_scale": []})
 
         def nll(tau, w, kappa) -> float:
             p, lam = neighbour_probs(*self.counts[tau], w, kappa)
@@ -288,6 +298,13 @@ class MemoryStage:
                             bounds)
             if fun < best[1]:
                 best = (make(tau, _weights(x[:N]), np.exp(x[N:])), fun)
-        return best[0]
+        cfg = best[0]
+        if gate and self.context is not None and sum(cfg.weights) > 0:
+            tau = float(cfg.temperature)
+            cfg = fit_gate(log_prev, *self.counts[tau], self.wmax[tau], self.context,
+                           cfg.model_copy(update={"gate": [], "gate_center": [], "gate_scale": []}))
+            if float(-self.logp(log_prev, cfg).mean()) > best[1]:
+                cfg = best[0]
+        return cfg
 
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..config import CacheConfig, MemoryConfig, RETGENConfig, RetrievalConfig, TuningConfig, check_fields
 from ..ngram.cache import ContextCache
+from ..ngram.features import backoff_features
 from .stages import (DECAYS, K_GRID, MEMORY_TAUS, CacheStage, MemoryStage, PatternStage,
                      memory_found, one_thread, prepare)
 
@@ -126,9 +127,10 @@ def tune(lm: Any, config: RETGENConfig, doc_offsets: Optional[np.ndarray] = None
     excluded: set = set()
     if mem is not None:
         found, excluded = memory_found(d, mem, doc_offsets, doc_names, progress)
-        ms = MemoryStage(d, mem, found, set(MEMORY_TAUS) | {m0.temperature}, progress)
+        ms = MemoryStage(d, mem, found, set(MEMORY_TAUS) | {m0.temperature}, progress,
+                         context=backoff_features(d.held.backoff, d.seq, d.pos))
         with one_thread():
-            m1 = ms.fit(mid, m0)
+            m1 = ms.fit(mid, m0, gate=cfg.memory_gate)
         full0, full = ms.logp(mid0, m0), ms.logp(mid, m1)
     else:
         m1, full0, full = m0, mid0, mid
@@ -175,7 +177,8 @@ def tune(lm: Any, config: RETGENConfig, doc_offsets: Optional[np.ndarray] = None
         },
         "chosen": {"cache": new.cache.model_dump(),
                    "retrieval": {"k": pat[0], "temperature": pat[1], "lam": pat[2]},
-                   "memory": {n: getattr(new.memory, n) for n in ("temperature", "weights", "kappa")}},
+                   "memory": {n: getattr(new.memory, n) for n in ("temperature", "weights", "kappa",
+                                                                    "gate")}},
         "retrieval_used": bool(retrieval_used), "memory_used": bool(memory_used), "kept": kept,
         "notes": notes, "seconds": secs,
     }

@@ -12,7 +12,8 @@ mixture is a proper distribution with p(w) > 0 everywhere. Where retrieval finds
 (lam is then 0) the base answers alone.
 
 The document memory (:mod:`retgen_engine.memory`) is mixed last, the same way:
-log p = logaddexp(log(1 - lam_mem) + log p(w), log(lam_mem) + log p_mem(w)).
+log p = logaddexp(log(1 - lam_mem) + log p(w), log(lam_mem) + log p_mem(w)); its learned gate
+reads the back-off's features (:meth:`RetgenLM._memory_context`).
 
 The vocabulary may grow when the memory reads words the training corpus did not have. The
 back-off and the patterns know the training vocabulary only: they read such a word as
@@ -35,6 +36,7 @@ from ..ngram.cache import CacheWeights, ContextCache
 from ..ngram.features import backoff_features, right_aligned, skip_features
 from ..search.retrieval import PatternRetriever, Retrieved
 from ..memory.mixture import MemoryParams
+from .logmix import gated_lam, mix_logprobs  # noqa: F401  (the mixture's own, re-exported)
 
 
 _R = RetrievalConfig.model_fields
@@ -68,23 +70,6 @@ class RetrievalParams:
             checked.update(check_fields(IndexConfig, nprobe=self.nprobe))
         for name, v in checked.items():
             object.__setattr__(self, name, v)
-
-
-def mix_logprobs(log_kn: np.ndarray, p_ret: np.ndarray, lam: np.ndarray | float) -> np.ndarray:
-    """Log-space interpolation (as kNN-LM's combine_knn_and_vocab_probs)."""
-    lam = np.asarray(lam, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        a = np.log1p(-lam) + log_kn
-        b = np.where(lam > 0, np.log(lam), -np.inf) + np.log(p_ret)
-    return np.logaddexp(a, b)
-
-
-def gated_lam(lam, shift) -> np.ndarray:
-    """sigmoid(logit(lam) + shift) where lam > 0, else 0."""
-    lam = np.asarray(lam, dtype=np.float64)
-    safe = np.clip(lam, 1e-12, 1 - 1e-12)
-    out = 1.0 / (1.0 + np.exp(-(np.log(safe) - np.log1p(-safe) + shift)))
-    return np.where(lam > 0, out, 0.0)
 
 
 @dataclass
@@ -331,6 +316,10 @@ class RetgenLM:
             return contextlib.nullcontext()
         return self.memory.frozen()
 
+    def _memory_context(self, bseq: np.ndarray, pos: np.ndarray) -> Optional[np.ndarray]:
+        """The back-off features the memory's learned gate reads (None: it has no gate)."""
+        return backoff_features(self.backoff, bseq, pos) if self.memory.config.gate else None
+
     def _score_stream(self, seq, params, start, retrieved, progress, query_vectors, memory_found):
         if self.memory is not None:
             self.memory.sync()  # first: reading new documents may grow the vocabulary
@@ -356,8 +345,10 @@ class RetgenLM:
                        retrieved_any=lk.found)
         out["p_mem"], out["lam_mem"] = np.zeros(n), np.zeros(n)
         if params.memory is not None and self.memory is not None:
-            p_mem, lam_mem = self.memory.stream_terms(seq, np.arange(start, len(seq)),
-                                                      params.memory, memory_found, progress=progress)
+            pos = np.arange(start, len(seq))
+            p_mem, lam_mem = self.memory.stream_terms(seq, pos, params.memory, memory_found,
+                                                      progress=progress,
+                                                      context=self._memory_context(bseq, pos))
             out.update(logp_before_memory=out["logp"], p_mem=p_mem, lam_mem=lam_mem,
                        logp=mix_logprobs(out["logp"], p_mem, lam_mem))
         return out
@@ -394,6 +385,8 @@ class RetgenLM:
         logp = mix_logprobs(np.log(p_base), p_ret, lam)
         lam_mem, step = 0.0, None
         if params.memory is not None and self.memory is not None:
-            p_mem, lam_mem, step = self.memory.step_terms(history, params.memory, V)
+            tail = bhist[-(self.backoff.order - 1):] if self.backoff.order > 1 else []
+            ctx = self._memory_context(np.array(tail + [0], np.int64), np.array([len(tail)]))
+            p_mem, lam_mem, step = self.memory.step_terms(history, params.memory, V, ctx)
             logp = mix_logprobs(logp, p_mem, lam_mem)
         return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, cache_mu, lam_mem, step, p_base)

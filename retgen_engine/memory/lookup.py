@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .gate import apply_gate
 from .keys import dense_search, fuse, passage_weights
 from .mixture import MemoryParams, neighbour_probs
 
@@ -88,19 +89,21 @@ class PassageLookup:
     # -- the neighbour distribution ----------------------------------------------------
     def stream_counts(self, seq: np.ndarray, pos: np.ndarray, params: MemoryParams,
                       found: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                      exclude: Optional[Sequence[set]] = None, progress: bool = False
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      exclude: Optional[Sequence[set]] = None, progress: bool = False,
+                      with_wmax: bool = False) -> tuple[np.ndarray, ...]:
         """[N, n] (F, H, C) of :meth:`NGramTable.target_counts` at positions ``pos`` of ``seq``,
         each position reading the passages its refresh point found (``found``: the
         :meth:`find` result of :meth:`stream_queries`' queries, computed when not given, at
-        k >= params.k; ``exclude``: per refresh point, pids it may not retrieve)."""
+        k >= params.k; ``exclude``: per refresh point, pids it may not retrieve).
+        ``with_wmax``: also [n] the largest passage weight each position read (the gate's)."""
         seq = np.asarray(seq, dtype=np.int64)
         pos = np.asarray(pos, dtype=np.int64)
         N = self.config.order
         F, H, C = (np.zeros((N, len(pos))) for _ in range(3))
+        wmax = np.zeros(len(pos))
         self.sync()
         if not len(self._table) or not len(pos):
-            return F, H, C
+            return (F, H, C, wmax) if with_wmax else (F, H, C)
         _, inv, queries = self.stream_queries(seq, pos, params.refresh)
         pids, scores = found if found is not None else self.find(queries, params, exclude, progress)
         pids, scores = pids[:, :params.k], scores[:, :params.k]
@@ -109,20 +112,23 @@ class PassageLookup:
             sl = slice(lo, lo + _CHUNK)
             F[:, sl], H[:, sl], C[:, sl] = self._table.target_counts(
                 seq, pos[sl], pids[inv[sl]], w[inv[sl]], seq[pos[sl]])
-        return F, H, C
+        wmax = w.max(1)[inv] if w.shape[1] else wmax
+        return (F, H, C, wmax) if with_wmax else (F, H, C)
 
     def stream_terms(self, seq: np.ndarray, pos: np.ndarray, params: MemoryParams,
                      found: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                     exclude: Optional[Sequence[set]] = None, progress: bool = False
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        """(p_mem of each position's own token, lam_mem) at positions ``pos`` of ``seq``."""
-        F, H, C = self.stream_counts(seq, pos, params, found, exclude, progress)
-        return neighbour_probs(F, H, C, self.config.weights, self.config.kappa)
+                     exclude: Optional[Sequence[set]] = None, progress: bool = False,
+                     context: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+        """(p_mem of each position's own token, lam_mem) at positions ``pos`` of ``seq``
+        (``context``: the back-off features [n, 3] a memory with a gate reads, :mod:`.gate`)."""
+        F, H, C, wmax = self.stream_counts(seq, pos, params, found, exclude, progress, True)
+        p, lam = neighbour_probs(F, H, C, self.config.weights, self.config.kappa)
+        return p, apply_gate(self.config, lam, C, wmax, context)
 
-    def step_terms(self, history: Sequence[int], params: MemoryParams, vocab_size: int
-                   ) -> tuple[np.ndarray, float, StepMemory]:
+    def step_terms(self, history: Sequence[int], params: MemoryParams, vocab_size: int,
+                   context: Optional[np.ndarray] = None) -> tuple[np.ndarray, float, StepMemory]:
         """(p_mem [V], lam_mem, what was read) after ``history``: the stream's terms at one
-        position, for every token."""
+        position, for every token (``context``: as in :meth:`stream_terms`, [1, 3])."""
         self.sync()
         pos = len(history)
         if not len(self._table) or pos == 0:
@@ -145,4 +151,6 @@ class PassageLookup:
         F, H, C = self._table.dense_counts(seq, len(tail), pids, w, vocab_size)
         cfg = self.config
         p, lam = neighbour_probs(F, H, C, cfg.weights, cfg.kappa)
-        return p, float(lam), StepMemory(pids, w, H, C, float(lam))
+        lam = float(apply_gate(cfg, np.reshape(lam, 1), C, [w.max() if len(w) else 0.0],
+                               context)[0])
+        return p, lam, StepMemory(pids, w, H, C, lam)
