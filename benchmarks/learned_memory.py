@@ -7,7 +7,8 @@ held-out training queries (`retgen train`): once on the mixture without the memo
 the memory existed) and once with the memory mixed last, its passages from the queries' own
 slice and the 8,192 tokens before it excluded. Every row then gets the memory with its
 per-order weights and kappa fitted on valid on top of that row's own distribution (the same
-fit lm_benchmark.py uses), so each variant meets the memory at its best; test is reported.
+fit lm_benchmark.py uses; with the memory's learned gate fitted with them when lm_benchmark.py
+chose one), so each variant meets the memory at its best; test is reported.
 The last row is scored by the engine itself (score_stream with the memory) as a check of the
 fitted scoring.
 
@@ -29,6 +30,7 @@ import numpy as np
 import _memory
 from lm_benchmark import CORPORA, DATA, GRID_K, GRID_TAU, cache_of, machine, machine_line
 from retgen_engine import RetgenEngine
+from retgen_engine.learn.memory_gate import fit_gate, memory_nll
 from retgen_engine.learn.training import train
 from retgen_engine.lm.evaluation import prepend_context
 from retgen_engine.lm.mixture import RetrievalParams, gated_lam, mix_logprobs
@@ -59,6 +61,8 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--queries", type=int, default=20000, help="held-out training queries")
+    ap.add_argument("--no-memory-gate", action="store_true", help="the memory without its "
+                    "learned gate (default: as lm_benchmark.py chose on valid)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     mach = machine()
@@ -68,6 +72,9 @@ def main() -> None:
     src = a.model_dir or Path(f"/tmp/retgen-bench-{a.corpus}")
     bench = json.loads((a.out / f"{a.corpus}.json").read_text())
     tp, chosen = bench["tuned_params"], bench["memory"]["chosen"]
+    use_gate = bool(chosen.get("gate")) and not a.no_memory_gate
+    if not use_gate:
+        chosen = {**chosen, **{f: [] for f in _memory.GATE_FIELDS}}
     cache = cache_of(tp)
 
     # -- the two trained copies (the source model is left as it is)
@@ -103,9 +110,10 @@ def main() -> None:
         r = ret.search_vectors(vecs, kmax, empty=np.array([not t for t in texts]),
                                Q=right_aligned(seq, pos, ret.max_length), progress=True)
         found, secs = _memory.found_for(mem, seq, pos, mp.keys, mp.k, mp.refresh)
-        F, H, C = mem.stream_counts(seq, pos, mp, found)
-        splits[split] = {"seq": seq, "pos": pos, "vecs": vecs, "r": r,
-                         "found": found, "FHC": (F, H, C), "memory_search_seconds": secs}
+        F, H, C, wmax = mem.stream_counts(seq, pos, mp, found, with_wmax=True)
+        ctx = backoff_features(eng.backoff, eng.lm.base_ids(seq), pos)
+        splits[split] = {"seq": seq, "pos": pos, "vecs": vecs, "r": r, "found": found,
+                         "FHC": (F, H, C), "gate_in": (wmax, ctx), "memory_search_seconds": secs}
         log.info("%s: searches done", split)
 
     def inner(e: RetgenEngine, params: RetrievalParams, split: str) -> np.ndarray:
@@ -146,20 +154,28 @@ def main() -> None:
     rows = []
     for label, n, params in row_defs:
         lv, lt = inner(engines[n], params, "valid"), inner(engines[n], params, "test")
-        w, kappa, ppl_v = _memory.fit(lv, *splits["valid"]["FHC"], mem.config.order)
+        w, kappa, _ = _memory.fit(lv, *splits["valid"]["FHC"], mem.config.order)
+        cfg = _memory.gate_config(mem, {**chosen, "weights": w, "kappa": kappa, "gate": [],
+                                        "gate_center": [], "gate_scale": []})
+        if use_gate:
+            cfg = fit_gate(lv, *splits["valid"]["FHC"], *splits["valid"]["gate_in"], cfg)
         rows.append({"row": label, "trained": n, "params": str(params),
                      "valid_perplexity": float(np.exp(-lv.mean())),
                      "test_perplexity": float(np.exp(-lt.mean())),
-                     "valid_perplexity_memory": ppl_v,
-                     "test_perplexity_memory": _memory.score(lt, *splits["test"]["FHC"], w, kappa),
-                     "memory_weights": w, "memory_kappa": kappa})
+                     "valid_perplexity_memory": float(np.exp(memory_nll(
+                         lv, *splits["valid"]["FHC"], *splits["valid"]["gate_in"], cfg))),
+                     "test_perplexity_memory": float(np.exp(memory_nll(
+                         lt, *splits["test"]["FHC"], *splits["test"]["gate_in"], cfg))),
+                     "memory_weights": cfg.weights, "memory_kappa": cfg.kappa,
+                     **{f: getattr(cfg, f) for f in _memory.GATE_FIELDS}})
         log.info("%s", rows[-1])
     # the check: the last row scored by the engine itself, the memory with that row's weights
     last = rows[-1]
     e = RetgenEngine.load(a.work_dir / f"{a.corpus}-with").variant(cache=cache)
     with_tuned_memory(e, chosen)
-    e.memory.config = e.memory.config.model_copy(update={"weights": last["memory_weights"],
-                                                         "kappa": last["memory_kappa"]})
+    e.memory.config = e.memory.config.model_copy(update={
+        "weights": last["memory_weights"], "kappa": last["memory_kappa"],
+        **{f: last[f] for f in _memory.GATE_FIELDS}})
     s = splits["test"]
     out = e.lm.score_stream(s["seq"], RetrievalParams(use_policy=True, nprobe=nprobe, memory=mp),
                             retrieved=s["r"], query_vectors=s["vecs"], memory_found=s["found"])
@@ -167,7 +183,8 @@ def main() -> None:
     mach["load_average_end"] = os.getloadavg()
     fixed_row = rows[0]
     result = {"corpus": a.corpus, "rows": rows, "engine_scored_last_row_test": engine_check,
-              "memory": {k: chosen[k] for k in ("keys", "k", "refresh", "temperature", "order")},
+              "memory": {**{k: chosen[k] for k in ("keys", "k", "refresh", "temperature", "order")},
+                         "learned_gate": use_gate},
               "cache": {k: tp[k] for k in tp if k.startswith("cache_")},
               "training": {n: {"seconds": v["seconds"],
                                **{k: v["report"].get(k) for k in ("queries", "memory_in_mixture",

@@ -208,6 +208,10 @@ class MemoryConfig(BaseModel):
         default_factory=lambda: [0.4, 7.4, 0.2, 6.0, 0.06])
     #: the constant of reciprocal-rank fusion, 1 / (rrf_k + rank)
     rrf_k: float = Field(60.0, gt=0.0)
+    #: documents added after the build also enter the back-off's n-gram counts (re-estimated
+    #: when the documents change, :mod:`retgen_engine.lm.live_backoff`); False: only the
+    #: passages read them
+    update_backoff: bool = True
     #: the learned gate on the memory's weight (:mod:`retgen_engine.memory.gate`): one weight
     #: per feature and a bias, fitted by build-time tuning and ``tune_memory`` ([]: no gate)
     gate: list[float] = Field(default_factory=list)

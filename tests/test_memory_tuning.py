@@ -43,6 +43,14 @@ def test_tuning_on_added_documents_raises_the_memory_weight_for_new_text(tiny_mo
     eng.save_memory()
     again = RetgenEngine.load(eng.model_dir)
     assert again.memory.config.weights == eng.memory.config.weights
+    assert again.memory.config.gate == eng.memory.config.gate == rep["after"]["gate"]
+    # the learned gate is fitted with the weights, and only when asked
+    eng.memory.config = eng.config.memory = again.memory.config.model_copy(
+        update={"weights": before, "gate": [], "gate_center": [], "gate_scale": []})
+    plain = eng.tune_memory(progress=False, gate=False)
+    assert plain["after"]["gate"] == [] and eng.memory.config.gate == []
+    if rep["after"]["gate"]:  # kept only where it beat the weights alone on the held-out text
+        assert rep["perplexity"]["after"] < plain["perplexity"]["after"]
 
 
 def test_held_out_documents_cannot_read_themselves(tiny_model_dir, tmp_path):
@@ -91,7 +99,9 @@ def test_memory_tune_commands(tiny_model_dir, tmp_path, capsys):
     w1 = RetgenEngine.load(model).memory.config.weights
     assert w1 != w0
     assert main(["memory", "tune", "--model", str(model), "--id", files[0], files[1],
-                 "--max-tokens", "500", "--quiet"]) == 0
-    assert "held-out added documents" in capsys.readouterr().out
+                 "--max-tokens", "500", "--quiet", "--no-gate"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out added documents" in out and "no learned gate" in out
+    assert RetgenEngine.load(model).memory.config.gate == []
     assert main(["memory", "tune", "--model", str(model), "--max-tokens", "0"]) == 2
     assert "max_tokens=0" in capsys.readouterr().err

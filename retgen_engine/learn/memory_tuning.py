@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..checks import ArgumentError, int_arg
+from ..memory.documents import added_documents, document_tokens  # noqa: F401  (re-exported)
 from ..memory.mixture import MemoryParams
 from ..ngram.features import backoff_features
 from .stages import MEMORY_TAUS, MemoryStage, one_thread
@@ -41,26 +42,6 @@ class _Held:
     @property
     def targets(self) -> np.ndarray:
         return self.seq[self.pos]
-
-
-def added_documents(memory: Any) -> list[str]:
-    """Ids of the memory's documents that did not come from the training corpus."""
-    return [d["id"] for d in memory.documents() if d["metadata"].get("source") != "corpus"]
-
-
-def document_tokens(memory: Any, doc_id: str) -> np.ndarray:
-    """A document's token ids, put together from its passages (at their offsets)."""
-    parts = []
-    for pid in memory.passages_of(doc_id):
-        rec = memory.record_of(pid)
-        if rec is not None:
-            parts.append((int(rec[1].get("offset", 0)), rec[2]))
-    if not parts:
-        return np.zeros(0, np.int64)
-    out = np.zeros(max(o + len(t) for o, t in parts), np.int64)
-    for o, t in sorted(parts, key=lambda p: p[0]):
-        out[o:o + len(t)] = t
-    return out
 
 
 def tune_on_documents(lm: Any, params: Any, ids: Optional[Sequence[str]] = None,

@@ -274,8 +274,11 @@ class MemoryStage:
         """The memory config of the best held-out likelihood on top of ``log_prev`` (``start``
         and the memory off, every weight 0, are candidates); with ``gate`` (and the positions'
         back-off features), the learned gate fitted with the weights of the best one
-        (:func:`.memory_gate.fit_gate`)."""
+        (:func:`.memory_gate.fit_gate`); without, the result has no gate (nor has ``start``
+        as a candidate)."""
         N = self.order
+        if not gate:
+            start = start.model_copy(update={"gate": [], "gate_center": [], "gate_scale": []})
 
         def make(tau, w, kappa) -> MemoryConfig:
             return MemoryConfig.model_validate({**start.model_dump(), "temperature": _sig(tau),

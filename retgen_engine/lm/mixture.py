@@ -11,15 +11,12 @@ Both parts are normalized over the whole vocabulary and p_base(w) > 0 for every 
 mixture is a proper distribution with p(w) > 0 everywhere. Where retrieval finds nothing
 (lam is then 0) the base answers alone.
 
-The document memory (:mod:`retgen_engine.memory`) is mixed last, the same way:
-log p = logaddexp(log(1 - lam_mem) + log p(w), log(lam_mem) + log p_mem(w)); its learned gate
-reads the back-off's features (:meth:`RetgenLM._memory_context`).
-
-The vocabulary may grow when the memory reads words the training corpus did not have. The
-back-off and the patterns know the training vocabulary only: they read such a word as
-``<unk>``, and ``<unk>``'s back-off probability is shared equally by ``<unk>`` and every new
-word (:meth:`RetgenLM.grow`), so the base distribution still sums to 1 over the grown
-vocabulary with every token > 0; the cache and the memory count the new words themselves.
+The document memory (:mod:`retgen_engine.memory`) is mixed last, the same way (its learned
+gate reads the back-off's features); its added documents also enter the back-off's counts
+(:meth:`RetgenLM.backoff_for`). The vocabulary grows when the memory reads new words: the
+back-off and the patterns read them as ``<unk>``, whose back-off probability is shared equally
+by ``<unk>`` and every new word (:meth:`RetgenLM.grow`), so every distribution still sums to 1
+with every token > 0; the cache and the memory count the new words themselves.
 """
 from __future__ import annotations
 
@@ -36,6 +33,7 @@ from ..ngram.cache import CacheWeights, ContextCache
 from ..ngram.features import backoff_features, right_aligned, skip_features
 from ..search.retrieval import PatternRetriever, Retrieved
 from ..memory.mixture import MemoryParams
+from .live_backoff import LiveBackoff
 from .logmix import gated_lam, mix_logprobs  # noqa: F401  (the mixture's own, re-exported)
 
 
@@ -118,6 +116,15 @@ class RetgenLM:
         self.gate = gate  # a learned EnergyReranker with a gate (or None: lam as given)
         self.cache = cache or ContextCache(unigram=0.0, bigram=0.0, trigram=0.0)
         self.defaults = defaults  # k, temperature, lam and nprobe when a call gives none
+        # the back-off with the memory's added documents counted (.live_backoff)
+        self._live = LiveBackoff(backoff, retriever.stream) if retriever is not None else None
+
+    def backoff_for(self, params: RetrievalParams) -> KneserNeyLM:
+        """The back-off a call reads: with the memory read and its ``update_backoff``, the
+        build's re-estimated with the memory's added documents (:mod:`.live_backoff`)."""
+        m = self.memory
+        on = params.memory is not None and m is not None and m.config.update_backoff
+        return self._live.current(m) if on and self._live is not None else self.backoff
 
     @property
     def V(self) -> int:
@@ -255,7 +262,7 @@ class RetgenLM:
         ret = self.retriever
         n = len(pos)
         # back-off features of every position, once, if the policy or the gate reads them
-        kf = backoff_features(self.backoff, seq, pos) if self._needs_kf(params) else None
+        kf = backoff_features(self.backoff_for(params), seq, pos) if self._needs_kf(params) else None
         if retrieved is not None and not params.use_policy:
             r = retrieved.top(params.k)
             k = np.full(n, params.k)
@@ -310,22 +317,22 @@ class RetgenLM:
                                       memory_found)
 
     def _memory_lock(self, params: RetrievalParams):
-        """The memory held still while it is read (``PassageMemory.frozen``): a document added
-        meanwhile (which may grow the vocabulary) is read by the next call."""
+        """The memory held still while it is read (``PassageMemory.frozen``)."""
         if self.memory is None or params.memory is None:
             return contextlib.nullcontext()
         return self.memory.frozen()
 
-    def _memory_context(self, bseq: np.ndarray, pos: np.ndarray) -> Optional[np.ndarray]:
+    def _memory_context(self, kn, bseq: np.ndarray, pos: np.ndarray) -> Optional[np.ndarray]:
         """The back-off features the memory's learned gate reads (None: it has no gate)."""
-        return backoff_features(self.backoff, bseq, pos) if self.memory.config.gate else None
+        return backoff_features(kn, bseq, pos) if self.memory.config.gate else None
 
     def _score_stream(self, seq, params, start, retrieved, progress, query_vectors, memory_found):
         if self.memory is not None:
             self.memory.sync()  # first: reading new documents may grow the vocabulary
         seq = np.asarray(seq, dtype=np.int64)
         bseq = self.base_ids(seq)  # what the back-off and the patterns read
-        log_kn = self.backoff.stream_logprobs(bseq, start=start)
+        kn = self.backoff_for(params)
+        log_kn = kn.stream_logprobs(bseq, start=start)
         if self.V > self.backoff.V:  # <unk>'s share, for <unk> and each new word
             log_kn = log_kn - np.where(bseq[start:] == 0, np.log(self.V - self.backoff.V + 1), 0.0)
         log_base = self.cache.mix_stream(log_kn, seq, self.V, start=start)
@@ -348,7 +355,7 @@ class RetgenLM:
             pos = np.arange(start, len(seq))
             p_mem, lam_mem = self.memory.stream_terms(seq, pos, params.memory, memory_found,
                                                       progress=progress,
-                                                      context=self._memory_context(bseq, pos))
+                                                      context=self._memory_context(kn, bseq, pos))
             out.update(logp_before_memory=out["logp"], p_mem=p_mem, lam_mem=lam_mem,
                        logp=mix_logprobs(out["logp"], p_mem, lam_mem))
         return out
@@ -367,7 +374,8 @@ class RetgenLM:
         history = [int(t) for t in history]
         V, Vb = self.V, self.backoff.V
         bhist = [t if t < Vb else 0 for t in history]  # what the back-off and the patterns read
-        p_kn = self.grow(self.backoff.distribution(bhist))
+        kn = self.backoff_for(params)
+        p_kn = self.grow(kn.distribution(bhist))
         p_base, cache_mu = self.cache.dense(history, p_kn)
         r = Retrieved(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64))
         w, p_ret, lam, used = np.zeros((1, 0)), np.zeros(V), 0.0, params
@@ -386,7 +394,7 @@ class RetgenLM:
         lam_mem, step = 0.0, None
         if params.memory is not None and self.memory is not None:
             tail = bhist[-(self.backoff.order - 1):] if self.backoff.order > 1 else []
-            ctx = self._memory_context(np.array(tail + [0], np.int64), np.array([len(tail)]))
+            ctx = self._memory_context(kn, np.array(tail + [0], np.int64), np.array([len(tail)]))
             p_mem, lam_mem, step = self.memory.step_terms(history, params.memory, V, ctx)
             logp = mix_logprobs(logp, p_mem, lam_mem)
         return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, cache_mu, lam_mem, step, p_base)

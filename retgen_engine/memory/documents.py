@@ -1,7 +1,9 @@
 """Text files as documents of the memory: :func:`read_documents` gives ``(ids, texts,
 metadatas)`` for :meth:`PassageMemory.add <retgen_engine.memory.memory.PassageMemory.add>`,
 :func:`add_documents` adds them and says what they brought, :func:`document_table` lays out
-``memory.documents()`` as text (what ``retgen memory add / list`` print).
+``memory.documents()`` as text (what ``retgen memory add / list`` print);
+:func:`added_documents` and :func:`document_tokens` read the documents added after the build
+back from the memory (for tuning on them and for the back-off's live counts).
 
 Each file is one document, its id the path as given; with ``paragraphs`` each blank-line
 separated paragraph of a raw text file is one, its id ``<path>#<n>`` (the numbering of
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
+
+import numpy as np
 
 from ..checks import ArgumentError
 from ..text.corpus import CorpusSource
@@ -73,3 +77,23 @@ def document_table(documents: Sequence[dict]) -> list[str]:
     lines = [f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]}".rstrip() for r in rows]
     return lines + [f"{len(documents)} documents, {sum(d['passages'] for d in documents)} "
                     f"passages, {sum(d['tokens'] for d in documents)} tokens"]
+
+
+def added_documents(memory: Any) -> list[str]:
+    """Ids of the memory's documents that did not come from the training corpus."""
+    return [d["id"] for d in memory.documents() if d["metadata"].get("source") != "corpus"]
+
+
+def document_tokens(memory: Any, doc_id: str) -> np.ndarray:
+    """A document's token ids, put together from its passages (at their offsets)."""
+    parts = []
+    for pid in memory.passages_of(doc_id):
+        rec = memory.record_of(pid)
+        if rec is not None:
+            parts.append((int(rec[1].get("offset", 0)), rec[2]))
+    if not parts:
+        return np.zeros(0, np.int64)
+    out = np.zeros(max(o + len(t) for o, t in parts), np.int64)
+    for o, t in sorted(parts, key=lambda p: p[0]):
+        out[o:o + len(t)] = t
+    return out

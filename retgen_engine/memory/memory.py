@@ -110,6 +110,11 @@ class PassageMemory(PassageLookup):
         return list(self._docs)
 
     @property
+    def revision(self) -> Optional[int]:
+        """The store revision the derived state was last synced to (None: never synced)."""
+        return self._rev
+
+    @property
     def lock(self) -> threading.RLock:
         """Held while documents change and while a distribution reads the memory."""
         return self._lock
