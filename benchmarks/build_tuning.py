@@ -6,7 +6,9 @@ stage before and after, the tuning's seconds, and perplexity on text the model n
 2. an existing WikiText-2 model (lm_benchmark.py's /tmp/retgen-bench-wikitext2), tuned.
 
 Valid is scored with one pattern search and one memory search shared by both configs (keys, k
-and refresh are not tuned; the larger k serves both). The learned reranker/policy are off.
+and refresh are not tuned; the larger k serves both). The learned reranker/policy are off. The
+tuning is run a second time without the memory's learned gate (``memory_gate=False``): its
+ablation on valid, text neither tuning saw.
 
     python benchmarks/build_tuning.py                       # writes results/build_tuning.{json,md}
     python benchmarks/build_tuning.py --valid-tokens 0      # all of valid
@@ -73,9 +75,13 @@ def run(name: str, eng: RetgenEngine, valid_ids: np.ndarray, max_tokens: int) ->
                           max_tokens=max_tokens)
     secs = time.perf_counter() - t
     log.info("%s: %s", name, "\n".join(summary(rep)))
-    v = valid_perplexity(eng, {"as built": eng.config, "tuned": tuned_cfg}, valid_ids)
+    # the ablation of the memory's learned gate: the same tuning without it
+    nogate_cfg, nogate = tune(base.lm, eng.config, eng.doc_offsets, eng.doc_names,
+                              progress=True, max_tokens=max_tokens, memory_gate=False)
+    v = valid_perplexity(eng, {"as built": eng.config, "tuned": tuned_cfg,
+                               "tuned without the memory gate": nogate_cfg}, valid_ids)
     return {"corpus": name, "corpus_tokens": int(len(eng.stream_ids)), "tuning": rep,
-            "tuning_seconds": secs, "valid": v}
+            "tuning_without_memory_gate": nogate, "tuning_seconds": secs, "valid": v}
 
 
 def main() -> None:
@@ -118,7 +124,8 @@ def main() -> None:
           + (f"first {a.valid_tokens:,} tokens" if a.valid_tokens else "all") + ". "
           "'as built' is the model's config before tuning (the built-in defaults).", "",
           "| corpus | slice tokens | tuning s | slice: back-off | + cache (as built -> tuned) "
-          "| + patterns | + memory | valid as built | valid tuned | valid back-off + cache as built |",
+          "| + patterns | + memory (no gate) | valid as built | valid tuned (no memory gate) "
+          "| valid back-off + cache as built |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         pp, v = r["tuning"]["perplexity"], r["valid"]
@@ -126,7 +133,9 @@ def main() -> None:
                   f"{pp['backoff']:.2f} | " + " | ".join(
                       f"{pp[s]['before']:.2f} -> {pp[s]['after']:.2f}"
                       for s in ("backoff_cache", "patterns", "memory"))
-                  + f" | {v['as built']['perplexity']:.2f} | {v['tuned']['perplexity']:.2f} | "
+                  + f" ({r['tuning_without_memory_gate']['perplexity']['memory']['after']:.2f})"
+                  f" | {v['as built']['perplexity']:.2f} | {v['tuned']['perplexity']:.2f} "
+                  f"({v['tuned without the memory gate']['perplexity']:.2f}) | "
                   f"{v['as built']['backoff_cache_perplexity']:.2f} |")
     md += ["", "Chosen values and notes:", ""]
     for r in results:

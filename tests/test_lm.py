@@ -108,6 +108,25 @@ def test_context_cache_stream_matches_dense(kw):
             pytest.approx([0.2 / 2.5, 0.2 * 10 / 11.5])
 
 
+@pytest.mark.parametrize("decay", [0.0, 3.0])
+def test_context_cache_step_counts_what_the_stream_counts(decay):
+    """One step's direct count over the window equals the stream core's, for every token."""
+    from retgen_engine.ngram.cache import ContextCache
+
+    rng = np.random.default_rng(1)
+    V = 9
+    seq = rng.integers(0, V, size=200)
+    cache = ContextCache(window=40, unigram=0.2, bigram=0.2, trigram=0.2, decay=decay)
+    everyone = np.arange(V)
+    for i in range(1, len(seq), 3):
+        h = seq[max(0, i - 40):i]
+        ref, counts = cache.parts(np.concatenate([h, [0]]), np.array([len(h)]), everyone[None, :], V)
+        _, _, p, mu = cache._step(seq[:i].tolist(), V, everyone)
+        assert np.allclose(p, ref[:, 0], rtol=0, atol=1e-12), i
+        assert (mu.unigram, mu.bigram, mu.trigram) == pytest.approx(
+            tuple(cache.weights(counts)[:, 0]), abs=1e-15)
+
+
 def test_context_cache_validates():
     from retgen_engine.ngram.cache import ContextCache
 

@@ -208,5 +208,6 @@ def summary(report: Optional[dict]) -> list[str]:
             f"  chosen: cache unigram {c['unigram']:g}, bigram {c['bigram']:g}, trigram "
             f"{c['trigram']:g}, decay {c['decay']:g}, kappa {c['kappa']:g}; patterns lam "
             f"{r['lam']:g}, k {r['k']}, tau {r['temperature']:g}; memory weights "
-            f"{', '.join(f'{w:g}' for w in m['weights'])}, temperature {m['temperature']:g}",
+            f"{', '.join(f'{w:g}' for w in m['weights'])}, temperature {m['temperature']:g}, "
+            f"{'with' if m.get('gate') else 'no'} learned gate",
             *(f"  {note}" for note in report.get("notes", []))]

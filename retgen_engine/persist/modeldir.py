@@ -220,7 +220,9 @@ def load_arrays(model_dir: Path, manifest: dict[str, Any], mmap: bool = True) ->
         if a.dtype.str != meta["dtype"] or list(a.shape) != meta["shape"]:
             raise ModelFormatError(f"array {name!r} is {a.dtype.str}{list(a.shape)}, the manifest "
                                    f"says {meta['dtype']}{meta['shape']}")
-        out[name] = a
+        # a plain ndarray view of the mapping: indexing a np.memmap makes a memmap object per
+        # lookup (its __array_finalize__ was a tenth of a generation step)
+        out[name] = np.asarray(a) if mmap else a
     return out
 
 

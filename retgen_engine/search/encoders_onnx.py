@@ -91,7 +91,8 @@ class OnnxEncoder(Encoder):
     def _encode_one(self, text: str) -> np.ndarray:
         ids = np.array([self._tok.encode(text).ids], dtype=np.int64)
         out = self._one_sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
-        return self._unit(out[0])[0]
+        v = np.asarray(out[0][0], dtype=np.float32)
+        return v / max(float(np.sqrt(v @ v)), 1e-12)  # np.linalg.norm costs more than the dot
 
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         enc = self._tok.encode_batch(list(texts))
