@@ -5,6 +5,10 @@ them the index rows are reported as not measured).
     python benchmarks/ablation.py --corpus wikitext2 --model-dir /tmp/retgen-ablation-wt2
     python benchmarks/ablation.py --corpus ptb --model-dir /tmp/retgen-bench-ptb
 
+With ``results/<corpus>.json`` from lm_benchmark.py, rows with the document memory (its keys,
+k, refresh and order as chosen there; weights and learned gate fitted on valid on top of each
+row) follow the rows without it (``--no-memory`` leaves them out).
+
 Builds the model if missing, trains the reranker and policy if missing, and writes
 results/ablation_<corpus>.{json,md} and results/ablation_<corpus>_{lambda,k}.png.
 
@@ -39,8 +43,12 @@ from retgen_engine.search.retrieval import Retrieved
 from retgen_engine.learn.training import train
 
 from lm_benchmark import CORPORA, DATA, GRID_K, GRID_LAM, GRID_TAU, PROMPTS, cache_of, machine
+import _memory
+from learned_memory import with_tuned_memory
+from retgen_engine.learn.memory_gate import fit_gate, memory_nll
 
 HERE = Path(__file__).resolve().parent
+log = logging.getLogger("ablation")
 # the fixed-parameter grid reaches below lm_benchmark's smallest lambda (its best is 0.02)
 GRID_LAM_FINE = sorted({0.005, 0.01, *GRID_LAM})
 SKIP_BUDGETS = (1.0, 0.85, 0.7, 0.5, 0.3)
@@ -143,6 +151,49 @@ def gen_speed(eng: RetgenEngine, n_tokens: int, rounds: int = 3, **kw) -> tuple[
     return statistics.median(rates), encoded[0] / max(made, 1)
 
 
+def memory_rows(eng: RetgenEngine, chosen: dict, splits: dict, outs: dict, labels: list,
+                gen_tokens: int, variant_kw: dict) -> list[dict]:
+    """The rows with the document memory (lm_benchmark.py's keys, k, refresh and order): mixed
+    last on top of the full system, the fixed-parameter model and back-off + cache, its
+    per-order weights and learned gate fitted on valid on top of each (and once without the
+    gate, the gate's ablation); one memory search per split shared by the rows."""
+    with_tuned_memory(eng, {**chosen, **{f: [] for f in _memory.GATE_FIELDS}})
+    mem = eng.memory
+    mp = _memory.MemoryParams.from_config(mem.config)
+    terms = {}
+    for split, s in splits.items():
+        pos = np.arange(1, len(s["seq"]))
+        found, secs = _memory.found_for(mem, s["seq"], pos, mp.keys, mp.k, mp.refresh)
+        F, H, C, wmax = mem.stream_counts(s["seq"], pos, mp, found, with_wmax=True)
+        ctx = backoff_features(eng.backoff, eng.lm.base_ids(s["seq"]), pos)
+        terms[split] = (F, H, C, wmax, ctx)
+        log.info("memory: %s search %.0fs", split, secs)
+    rows = []
+    for base, label in ((labels[0], f"full system + document memory ({mp.keys} keys, k {mp.k}, "
+                                      f"order {mem.config.order}; weights and learned gate fitted "
+                                      "on valid)"),
+                        (labels[1], "fixed-parameter model + document memory"),
+                        ("base", "back-off + context cache + document memory, no patterns")):
+        lv, lt = outs[base]
+        w, kappa, _ = _memory.fit(lv, *terms["valid"][:3], mem.config.order)
+        plain = _memory.gate_config(mem, {**chosen, "weights": w, "kappa": kappa})
+        gated = fit_gate(lv, *terms["valid"], plain)
+        for cfg, suffix in ((gated, ""), (plain, ", without the memory's learned gate")):
+            if suffix and base != labels[0]:
+                continue
+            row = {"row": label + suffix,
+                   "valid_perplexity": float(np.exp(memory_nll(lv, *terms["valid"], cfg))),
+                   "test_perplexity": float(np.exp(memory_nll(lt, *terms["test"], cfg))),
+                   "memory": {"weights": cfg.weights, "kappa": cfg.kappa, "gate": cfg.gate}}
+            if base == labels[0] and not suffix:  # generation with the memory on, as fitted
+                e = eng.variant(**variant_kw)
+                e.memory.config = cfg
+                row["tokens_per_second"], _ = gen_speed(e, gen_tokens, memory=True)
+            rows.append(row)
+            log.info("%s", row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--corpus", choices=sorted(CORPORA), default="wikitext2")
@@ -154,6 +205,8 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "retgen-bench",
                     help="where query embeddings and search results are kept between runs")
     ap.add_argument("--no-cache", action="store_true", help="encode and search afresh")
+    ap.add_argument("--no-memory", dest="memory", action="store_false",
+                    help="leave out the rows with the document memory")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     log = logging.getLogger("ablation")
@@ -289,14 +342,16 @@ def main() -> None:
          sim_only, fixed(best_sim), dict(policy=False, k=best_sim["k"],
                                          temperature=best_sim["temperature"], lam=best_sim["lam"])),
     ]
-    rows = []
+    rows, outs = [], {}
     for label, iname, energy, params, gen_kw in row_defs:
+        gen_kw = {**gen_kw, "memory": False}  # the rows without the memory (its rows follow)
         if iname not in indexes:
             rows.append({"row": label, "valid_perplexity": None, "test_perplexity": None,
                          "not_measured": "the model keeps no vectors (index.keep_vectors)"})
             continue
         v = score(iname, energy, params, "valid")
         te = score(iname, energy, params, "test")
+        outs[label] = (v["logp"], te["logp"])
         speed, gen_rate = gen_speed(model(energy, iname), a.gen_tokens, **gen_kw)
         rows.append({"row": label, "valid_perplexity": ppl(v), "test_perplexity": ppl(te),
                      "retrieval_rate_test": float(np.mean(te["lam"] > 0)),
@@ -306,7 +361,7 @@ def main() -> None:
         log.info("%s", rows[-1])
     kn_v = float(np.exp(-splits["valid"]["log_kn"].mean()))
     kn_t = float(np.exp(-splits["test"]["log_kn"].mean()))
-    speed_kn, _ = gen_speed(model(sim_only), a.gen_tokens, policy=False, lam=0.0)
+    speed_kn, _ = gen_speed(model(sim_only), a.gen_tokens, policy=False, lam=0.0, memory=False)
     rows.append({"row": "back-off only (KN-5, no cache)", "valid_perplexity": kn_v, "test_perplexity": kn_t,
                  "retrieval_rate_test": 0.0, "index": None, "index_bytes": 0,
                  "median_ms_per_query": 0.0, "tokens_per_second": speed_kn})
@@ -316,6 +371,11 @@ def main() -> None:
                  "test_perplexity": ppl(base_t), "retrieval_rate_test": 0.0, "index": None,
                  "index_bytes": 0, "median_ms_per_query": 0.0,
                  "tokens_per_second": speed_kn})
+    outs["base"] = (base_v["logp"], base_t["logp"])
+    if a.memory and tuned.exists() and eng.parts.memory is not None:
+        rows += memory_rows(eng, json.loads(tuned.read_text())["memory"]["chosen"], splits, outs,
+                            [row_defs[0][0], row_defs[5][0]], a.gen_tokens,
+                            dict(index=indexes["IVF-PQ"]))
     fixed_sim_test = score("IVF-PQ", sim_only, fixed(best_sim), "test")
     d = fixed_sim_test["p_ret"] > 0
     if d.any():
@@ -331,7 +391,7 @@ def main() -> None:
         for b in SKIP_BUDGETS:
             params = RetrievalParams(use_policy=True, nprobe=nprobe, budget=b)
             v, te = score("IVF-PQ", learned, params, "valid"), score("IVF-PQ", learned, params, "test")
-            speed, gen_rate = gen_speed(eng, a.gen_tokens, budget=b)
+            speed, gen_rate = gen_speed(eng, a.gen_tokens, budget=b, memory=False)
             frontier.append({"budget": b, "valid_perplexity": ppl(v), "test_perplexity": ppl(te),
                              "retrieval_rate_test": float(np.mean(te["lam"] > 0)),
                              "tokens_per_second": speed, "generation_encode_rate": gen_rate})
@@ -379,6 +439,16 @@ def main() -> None:
            f"learned reranker {deltas['reranker_vs_fixed_test']:+.2f}, learned policy "
            f"{deltas['policy_vs_fixed_test']:+.2f}, both {deltas['full_vs_fixed_test']:+.2f}. "
            f"Generation speed, policy vs fixed: x{deltas['policy_tokens_per_second_ratio_vs_fixed']:.2f}.", ""]
+    mem_rows = [r for r in rows if "memory" in r]
+    if mem_rows:
+        md += ["Memory rows: the document memory mixed last on top of the row named, its per-order "
+               "weights, kappa and learned gate fitted on valid on top of that row; the rows "
+               "above them are without the memory (generation too). Test perplexity, memory on "
+               f"the full system: {mem_rows[0]['test_perplexity']:.2f} with its learned gate, "
+               f"{mem_rows[1]['test_perplexity']:.2f} without "
+               f"({mem_rows[0]['test_perplexity'] - mem_rows[1]['test_perplexity']:+.2f}); "
+               f"against the full system without the memory "
+               f"{mem_rows[0]['test_perplexity'] - full_row['test_perplexity']:+.2f}.", ""]
     if frontier:
         md += ["## The policy's skip stage: retrieval budget per call", "",
                "Full system (learned rerank and gate, policy), IVF-PQ; the budget is the share of "

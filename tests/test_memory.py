@@ -63,6 +63,24 @@ def test_ngram_table_matches_a_brute_force_count():
     assert len(tab) == 11 and 3 not in tab.pids()
 
 
+def test_passages_shorter_than_the_order_are_counted():
+    """A document's last passage may hold fewer tokens than the tables' order (a 2-token tail
+    at order 7 once stopped `memory.add`): its n-grams still count, longer ones do not exist."""
+    rng = np.random.default_rng(2)
+    passages = [rng.integers(0, 4, size=n) for n in (1, 2, 3, 6, 9, 30)]
+    tab = NGramTable(7)
+    tab.add(list(enumerate(passages)))
+    seq = rng.integers(0, 4, size=40)
+    pos = np.arange(1, 40)
+    pids = np.tile(np.arange(len(passages)), (len(pos), 1))
+    w = np.full(pids.shape, 1.0 / len(passages))
+    F, H, C = tab.target_counts(seq, pos, pids, w, seq[pos])
+    for i, p in enumerate(pos):
+        for m in range(min(7, p + 1)):
+            ref = brute_counts(passages, w[0], seq[p - m:p], seq[p])
+            assert np.allclose((F[m, i], H[m, i], C[m, i]), ref), (p, m)
+
+
 def test_memory_is_built_with_the_model_and_changes_the_distribution(engine):
     assert engine.memory.passages > 10 and len(engine.memory) >= 1
     text = engine.tokenizer.decode(engine.stream_ids[:200].tolist())

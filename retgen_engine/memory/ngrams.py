@@ -59,7 +59,8 @@ def history_hashes(x: np.ndarray, order: int) -> list[np.ndarray]:
         xu = (x + 1).astype(np.uint64)
         for m in range(1, order):
             nh = h.copy()
-            nh[m:] = _mix(h[m:] + xu[: len(x) + 1 - m] * _R[m - 1])
+            # positions e >= m only (none when the passage is shorter than m - 1 tokens)
+            nh[m:] = _mix(h[m:] + xu[: max(len(x) + 1 - m, 0)] * _R[m - 1])
             h = nh
             out.append((h >> np.uint64(64 - PID_SHIFT)).astype(np.int64))
     return out
