@@ -72,3 +72,24 @@ def test_re_estimated_once_per_change_and_saved_documents_count_after_a_load(eng
     engine.save_memory()
     again = RetgenEngine.load(engine.model_dir)
     assert np.array_equal(again.next_token_logprobs(text), lp)
+
+
+def test_tuning_on_added_documents_scores_them_with_a_back_off_that_never_counted_them(engine):
+    """The held-out documents of ``tune_memory`` are new text to the back-off it scores them
+    with; the other added documents are counted, as at test time."""
+    from retgen_engine.learn.memory_tuning import held_out_lm
+
+    a, b = phrase(engine, seed=11), phrase(engine, seed=12)
+    engine.memory.add([" ".join(a * 3), " ".join(b * 3)], ids=["a", "b"])
+    hl = held_out_lm(engine.lm, ["a"])
+    base = engine.lm.backoff
+    V, order = base.V, base.order
+    doc_b = engine.tokenizer.encode(" ".join(b * 3))
+    seq = np.concatenate([engine.stream_ids, [engine.vocab.eos_id], doc_b]).astype(np.int64)
+    ref = KneserNeyLM.from_levels(build_levels(seq, V, order), order, V)
+    probe = np.array([engine.vocab.eos_id] + engine.tokenizer.encode(" ".join(a + b)), np.int64)
+    assert np.array_equal(hl.backoff.stream_logprobs(probe), ref.stream_logprobs(probe))
+    assert hl.backoff_for(engine.retrieval_params(memory=False)) is hl.backoff
+    assert engine.lm.backoff is base  # the model itself is left as it is
+    rep = engine.tune_memory(progress=False, max_tokens=100)
+    assert rep["documents"] == 1

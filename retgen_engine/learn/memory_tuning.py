@@ -8,13 +8,16 @@ should weigh more, and the build-time weights under-use them.
 :func:`tune_on_documents` holds out some of the added documents (seeded, whole documents, up
 to ``max_tokens`` tokens) and scores them as new text: the language model as it is, the memory
 without any passage of the held-out documents (the leakage mask: at test time a text is not in
-the memory). The weights are then refitted on them by build-time tuning's own fit
+the memory, and the back-off re-estimated with every added document except them, as
+:mod:`~retgen_engine.lm.live_backoff` counts the others at test time). The weights are then
+refitted on them by build-time tuning's own fit
 (:class:`~.stages.MemoryStage`), with the config as it was and the memory off as candidates,
 so the held-out likelihood never gets worse. The fitted values apply to every passage of the
 memory, the corpus's included: the held-out text reads both, as new text will.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -42,6 +45,17 @@ class _Held:
     @property
     def targets(self) -> np.ndarray:
         return self.seq[self.pos]
+
+
+def held_out_lm(lm: Any, held: Sequence[str]) -> Any:
+    """``lm`` reading, in place of the back-off it reads with the memory, one re-estimated
+    with every added document except ``held`` (:mod:`~retgen_engine.lm.live_backoff`): the
+    held-out documents are new text to it, the others are known as at test time."""
+    if lm._live is None or not lm.memory.config.update_backoff:
+        return lm
+    other = copy.copy(lm)
+    other.backoff, other._live = lm._live.without(lm.memory, held), None
+    return other
 
 
 def tune_on_documents(lm: Any, params: Any, ids: Optional[Sequence[str]] = None,
@@ -87,13 +101,14 @@ def tune_on_documents(lm: Any, params: Any, ids: Optional[Sequence[str]] = None,
     excluded = {int(p) for d in chosen for p in mem.passages_of(d)}
     cfg0 = mem.config
     mp = MemoryParams.from_config(cfg0)
+    hl = held_out_lm(lm, chosen)
     with mem.frozen():
-        out = lm.score_stream(seq, params, start=1)
+        out = hl.score_stream(seq, params, start=1)
         log_prev = out["logp"][pos - 1]
         uq, _, queries = mem.stream_queries(seq, pos, mp.refresh)
         found = mem.find(queries, mp, exclude=[excluded] * len(uq), progress=progress)
         ms = MemoryStage(held, mem, found, set(MEMORY_TAUS) | {cfg0.temperature}, progress,
-                         context=backoff_features(lm.backoff, lm.base_ids(seq), pos))
+                         context=backoff_features(hl.backoff, lm.base_ids(seq), pos))
     with one_thread():
         cfg1 = ms.fit(log_prev, cfg0, gate=gate)
     before = float(-ms.logp(log_prev, cfg0).mean())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -49,8 +49,15 @@ class LiveBackoff:
                 self._key = key
             return self._kn
 
-    def _estimate(self, memory: Any) -> KneserNeyLM:
-        docs = added_documents(memory)
+    def without(self, memory: Any, exclude: Sequence[str]) -> KneserNeyLM:
+        """The back-off with every added document but ``exclude`` counted (not kept): what
+        held-out documents are scored with when the memory is tuned on them."""
+        return self._estimate(memory, exclude)
+
+    def _estimate(self, memory: Any, exclude: Sequence[str] = ()) -> KneserNeyLM:
+        """The back-off with the added documents of ``memory`` except ``exclude`` counted."""
+        ex = set(exclude)
+        docs = [d for d in added_documents(memory) if d not in ex]
         if not docs:
             return self.base
         t = time.perf_counter()
