@@ -213,7 +213,7 @@ def main() -> None:
     mach = machine()
     pattern, KENLM = CORPORA[a.corpus]
     files = {s: a.data_dir / pattern.format(s) for s in ("train", "valid", "test")}
-    if not (a.model_dir / "manifest.json").exists():
+    if not ((a.model_dir / "CURRENT").exists() or (a.model_dir / "manifest.json").exists()):
         cfg = RETGENConfig()
         cfg.index.keep_vectors = True
         cfg.tokenizer.mode = "words"
