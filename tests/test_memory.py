@@ -286,3 +286,26 @@ def test_excluded_passages_are_never_read(engine):
     p, _ = engine.memory.stream_terms(seq, pos, mp)
     p_ex, _ = engine.memory.stream_terms(seq, pos, mp, exclude=ex)
     assert p_ex[-5:].sum() < p[-5:].sum()  # the phrase's second half is no longer copied
+
+
+def test_lookups_search_a_passage_only_where_it_holds_the_shorter_history():
+    """The pruning in NGramTable._ranges is exact: the counts equal a search of every passage
+    at every order (the table's own ranges with nothing pruned)."""
+    rng = np.random.default_rng(4)
+    passages = [rng.integers(0, 5, size=rng.integers(3, 50)) for _ in range(20)]
+    tab = NGramTable(6)
+    tab.add(list(enumerate(passages[:12])))
+    tab.add([(i + 12, p) for i, p in enumerate(passages[12:])])
+    seq = rng.integers(0, 5, size=80)
+    pos = np.arange(1, 80)
+    pids = np.tile(np.arange(20), (len(pos), 1))
+    w = rng.dirichlet(np.ones(20), size=len(pos))
+    F, H, C = tab.target_counts(seq, pos, pids, w, seq[pos])
+    qs, _ = tab._queries(seq, pos, pids)
+    for m in range(6):
+        full = sum(tab._ranges(seg, m, qs[m], qs[m] >= 0)[1] for seg in tab._segments)
+        assert np.array_equal(C[m], full.sum(1)), m
+    for i in range(0, len(pos), 9):
+        Fd, Hd, Cd = tab.dense_counts(seq, int(pos[i]), pids[i], w[i], 5)
+        assert np.allclose(Fd[:, seq[pos[i]]], F[:, i]) and np.allclose(Hd, H[:, i])
+        assert np.array_equal(Cd, C[:, i])

@@ -156,9 +156,18 @@ class NGramTable:
         self._segments = [_build_segment(sorted(self._passages.items()), self.order)]
 
     # -- lookups -----------------------------------------------------------------------
-    def _ranges(self, seg: _Segment, m: int, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        keys = seg.keys[m]
-        return np.searchsorted(keys, q, "left"), np.searchsorted(keys, q, "right")
+    def _ranges(self, seg: _Segment, m: int, q: np.ndarray, live: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(first entry, count) of each key ``q`` in ``seg``'s order-``m`` table, searched only
+        where ``live`` (0 elsewhere). An m-token history followed by a token in a passage
+        implies its last m - 1 tokens are too, so a passage without the shorter history is
+        not searched for the longer one (most of a query's passages, from order 3 on)."""
+        a, h = np.zeros(q.shape, np.int64), np.zeros(q.shape, np.int64)
+        if live.any():
+            keys, qv = seg.keys[m], q[live]
+            lo = np.searchsorted(keys, qv, "left")
+            a[live], h[live] = lo, np.searchsorted(keys, qv, "right") - lo
+        return a, h
 
     def _queries(self, seq: np.ndarray, pos: np.ndarray, pids: np.ndarray
                  ) -> tuple[list[np.ndarray], np.ndarray]:
@@ -190,13 +199,14 @@ class NGramTable:
         qs, ok = self._queries(seq, pos, pids)
         w = np.where(ok, weights, 0.0)
         t = np.asarray(targets, dtype=np.int64)[:, None]
+        seen = np.ones(pids.shape, bool)  # the passage holds the shorter history
         for m in range(self.order):
             q = qs[m]
-            valid = q >= 0
+            live, found = (q >= 0) & seen, np.zeros(q.shape, bool)
             for seg in self._segments:
-                a, b = self._ranges(seg, m, q)
-                h = np.where(valid, b - a, 0)
+                a, h = self._ranges(seg, m, q, live)
                 hit = h > 0
+                found |= hit
                 f = np.zeros(q.shape, dtype=np.int64)
                 if hit.any():
                     g = seg.comp[m][a[hit]] >> TOKEN_BITS
@@ -211,6 +221,7 @@ class NGramTable:
                     F[m] += (w * f).sum(1)
                     H[m] += (w * h).sum(1)
                     C[m] += h.sum(1)
+            seen = found
         return F, H, C
 
     def dense_counts(self, seq: np.ndarray, pos: int, pids: np.ndarray, weights: np.ndarray,
@@ -226,13 +237,14 @@ class NGramTable:
             return F, H, C
         qs, ok = self._queries(seq, np.array([pos]), pids)
         w = np.where(ok, weights, 0.0)[0]
+        seen = np.ones(len(w), bool)  # as in target_counts
         for m in range(self.order):
             q = qs[m][0]
-            valid = q >= 0
+            live, found = (q >= 0) & seen, np.zeros(len(q), bool)
             for seg in self._segments:
-                a, b = self._ranges(seg, m, q)
-                h = np.where(valid, b - a, 0)
+                a, h = self._ranges(seg, m, q, live)
                 sel = np.flatnonzero(h > 0)
+                found[sel] = True
                 if not len(sel):
                     continue
                 cnt = h[sel]
@@ -241,4 +253,5 @@ class NGramTable:
                                     minlength=vocab_size)[:vocab_size]
                 H[m] += float((w * h).sum())
                 C[m] += float(h.sum())
+            seen = found
         return F, H, C
