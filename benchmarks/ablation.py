@@ -207,6 +207,8 @@ def main() -> None:
     ap.add_argument("--no-cache", action="store_true", help="encode and search afresh")
     ap.add_argument("--no-memory", dest="memory", action="store_false",
                     help="leave out the rows with the document memory")
+    ap.add_argument("--memory-keys", choices=["lexical", "dense", "fused"],
+                    help="the memory rows' keys (default: lm_benchmark.py's choice)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     log = logging.getLogger("ablation")
@@ -373,7 +375,8 @@ def main() -> None:
                  "tokens_per_second": speed_kn})
     outs["base"] = (base_v["logp"], base_t["logp"])
     if a.memory and tuned.exists() and eng.parts.memory is not None:
-        rows += memory_rows(eng, json.loads(tuned.read_text())["memory"]["chosen"], splits, outs,
+        chosen = json.loads(tuned.read_text())["memory"]["chosen"]
+        rows += memory_rows(eng, {**chosen, "keys": a.memory_keys or chosen["keys"]}, splits, outs,
                             [row_defs[0][0], row_defs[5][0]], a.gen_tokens,
                             dict(index=indexes["IVF-PQ"]))
     fixed_sim_test = score("IVF-PQ", sim_only, fixed(best_sim), "test")
