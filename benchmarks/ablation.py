@@ -157,7 +157,8 @@ def memory_rows(eng: RetgenEngine, chosen: dict, splits: dict, outs: dict, label
     last on top of the full system, the fixed-parameter model and back-off + cache, its
     per-order weights and learned gate fitted on valid on top of each (and once without the
     gate, the gate's ablation); one memory search per split shared by the rows."""
-    with_tuned_memory(eng, {**chosen, **{f: [] for f in _memory.GATE_FIELDS}})
+    chosen = {**chosen, **{f: [] for f in _memory.GATE_FIELDS}}  # each row fits its own gate
+    with_tuned_memory(eng, chosen)
     mem = eng.memory
     mp = _memory.MemoryParams.from_config(mem.config)
     terms = {}
