@@ -204,6 +204,8 @@ def test_streamed_tokens_carry_passage_traces(fw, engine):
 @pytest.mark.parametrize("keys", ["lexical", "dense"])
 def test_deleted_document_leaves_no_trace_and_no_probability(fw, engine, keys):
     llm = fw.llm(engine=engine, memory_keys=keys)
+    params = engine.retrieval_params(memory_keys=keys)
+    kn_before = engine.lm.backoff_for(params)  # the back-off counting the other documents only
     fw.add(DOC_ID, DOC_TEXT)
     text, trace = fw.generate(llm, PREFIX)
     assert text == CONTINUATION and from_doc(trace, fw, DOC_ID)
@@ -218,8 +220,15 @@ def test_deleted_document_leaves_no_trace_and_no_probability(fw, engine, keys):
     assert text != CONTINUATION and not from_doc(trace, fw, DOC_ID)
     after = engine.next_token_logprobs(PREFIX, memory_keys=keys)
     assert np.isclose(np.exp(after).sum(), 1.0)
+    # the back-off counts the other added documents again, not this one (lm/live_backoff.py)
+    hist = [engine.vocab.eos_id] + engine.tokenizer.encode(PREFIX)
+    bh = [t if t < engine.backoff.V else 0 for t in hist]
+    assert np.array_equal(engine.lm.backoff_for(params).distribution(bh),
+                          kn_before.distribution(bh))
     if keys == "lexical":  # no other document shares a word with the prefix: nothing is found
-        np.testing.assert_allclose(after, base, rtol=0, atol=1e-12)
+        lp, info = engine.lm.next_token_logprobs(hist, params)
+        np.testing.assert_allclose(lp, after, rtol=0, atol=1e-12)
+        assert info.lam_mem == 0.0
     else:  # dense keys always find the nearest documents, which hold none of the phrase
         assert passage_entries(trace)
         for w in WORDS[8:]:
