@@ -6,8 +6,8 @@ read by the memory's passages and, with ``MemoryConfig.update_backoff`` (the def
 by the back-off as well: the interpolated modified Kneser-Ney model is estimated afresh from the
 training stream followed by each added document (an ``<eos>`` before each), the estimate a
 rebuild on the corpus plus the documents would make for the back-off (the patterns are not
-rebuilt: they need the encoder). Counting is cheap next to encoding (about 1.5 s for
-WikiText-2's 2.1M tokens on 2 cores), so it is redone whenever the memory's documents change,
+rebuilt: they need the encoder). Counting is cheap next to encoding (2.2 s for WikiText-2's
+2.1M tokens in ``benchmarks/memory_update.py``'s run), so it is redone whenever the memory's documents change,
 at the first call after the change, and kept until the next one; with no added document the
 build's back-off itself is read, so deleting them all gives back the build's distribution
 exactly. Words the training vocabulary lacks are read as ``<unk>``, as everywhere in the
