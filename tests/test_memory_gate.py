@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from retgen_engine import RetgenEngine
 from retgen_engine.config import MemoryConfig, RETGENConfig
 from retgen_engine.learn.memory_gate import fit_gate, memory_nll
-from retgen_engine.memory.gate import GATE_MAX, apply_gate, gate_dim, gated
+from retgen_engine.memory.gate import GATE_MAX, apply_gate, gate_dim, gate_inputs, gated
 
 PHRASE = "the zorblaxian quillon vetch engine hums at midnight over the brass harbour"
 
@@ -113,12 +113,18 @@ def test_fit_gate_learns_a_planted_dependency_and_it_holds_on_new_positions():
     test = _planted(4000, 1)
     before, after = memory_nll(*test, base), memory_nll(*test, cfg)
     assert math.exp(after) < 0.8 * math.exp(before)
-    # a gate that cannot help is not kept: the memory is right everywhere alike
-    log_prev, F, H, C, wmax, context = _planted(3000, 2)
-    F = H * 0.5
-    same = fit_gate(log_prev, F, H, C, wmax, context, base)
-    assert memory_nll(log_prev, F, H, C, wmax, context, same) <= memory_nll(
-        log_prev, F, H, C, wmax, context, base)
+    # no signal for a gate (the memory right alike everywhere): what is fitted on one sample
+    # does not swing the weight on another (it would, were noise in the features learned)
+    def flat(seed):
+        log_prev, F, H, C, wmax, context = _planted(3000, seed)
+        return log_prev, H * 0.5, H, C, wmax, context
+
+    noise = fit_gate(*flat(2), base)
+    test = flat(3)
+    assert memory_nll(*test, noise) < memory_nll(*test, base) + 0.002
+    if noise.gate:
+        z = (gate_inputs(test[5], test[3], test[4]) - noise.gate_center) / noise.gate_scale
+        assert np.abs(z @ np.array(noise.gate[:-1])).max() < 0.5
 
 
 def test_training_data_read_the_gated_memory_as_the_model_does(engine):

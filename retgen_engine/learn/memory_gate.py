@@ -24,23 +24,13 @@ from ..config import MemoryConfig
 from ..lm.logmix import mix_logprobs
 from ..memory.gate import GATE_MAX, SHIFT_MAX, apply_gate, gate_inputs
 from ..memory.mixture import neighbour_probs
+from .weights import LOG_KAPPA, LOGIT, WEIGHTS_MAX, _logits, _sig, _weight, _weights
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_MAX = 0.95
-LOGIT = (-20.0, 8.0)      # as learn.stages: a per-order weight's logit against the rest
-LOG_KAPPA = (-7.0, 9.0)
 GATE_BOUND = 8.0          # |weight| of a standardized feature, |bias|
 SCALE_MIN = 0.1           # a feature's scale at least (one nearly constant where fitted)
 L2 = 1e-3                 # penalty on the gate's weights (not its bias), per unit of mean NLL
-
-
-def _sig(x: float) -> float:
-    return float(f"{float(x):.6g}")
-
-
-def _weight(x: float) -> float:
-    return 0.0 if x < 1e-6 else _sig(x)
 
 
 def memory_nll(log_prev: np.ndarray, F, H, C, wmax, context, cfg: MemoryConfig) -> float:
@@ -93,16 +83,14 @@ def fit_gate(log_prev: np.ndarray, F: np.ndarray, H: np.ndarray, C: np.ndarray,
         f.backward()
         return float(f.detach()), xt.grad.numpy().copy()
 
-    w0 = np.asarray(start.weights, np.float64) / WEIGHTS_MAX
-    a0 = np.clip(np.log(np.maximum(w0, 1e-12) / max(1 - w0.sum(), 1e-6)), *LOGIT)
+    a0 = _logits(start.weights)
     k0 = np.clip(np.log(np.maximum(start.kappa, 1e-3)), *LOG_KAPPA)
     x0 = np.concatenate([a0, k0, np.zeros(G + 1)])
     bounds = [LOGIT] * N + [LOG_KAPPA] * N + [(-GATE_BOUND, GATE_BOUND)] * (G + 1)
     r = minimize(nll, x0, jac=True, method="L-BFGS-B", bounds=bounds,
                  options={"maxiter": maxiter})
-    e = np.exp(r.x[:N])
     cfg = MemoryConfig.model_validate({
-        **start.model_dump(), "weights": [_weight(v) for v in WEIGHTS_MAX * e / (1 + e.sum())],
+        **start.model_dump(), "weights": [_weight(v) for v in _weights(r.x[:N])],
         "kappa": [_sig(v) for v in np.exp(r.x[N:2 * N])],
         "gate": [_sig(v) for v in r.x[2 * N:]], "gate_center": [_sig(v) for v in center],
         "gate_scale": [_sig(v) for v in scale]})

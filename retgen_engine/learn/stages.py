@@ -26,40 +26,14 @@ from ..ngram.cache import ContextCache
 from ..ngram.features import candidate_features, right_aligned
 from .heldout import MEMORY_GUARD, HeldOutSlice
 from .memory_gate import fit_gate
+from .weights import LOG_KAPPA, LOGIT, _logits, _sig, _weight, _weights
 
 DECAYS = (0.0, 50.0, 200.0, 1000.0)
 K_GRID = (4, 8, 16, 32, 64, 128)
 TAU_GRID = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 MEMORY_TAUS = (0.1, 0.2, 0.5)
-WEIGHTS_MAX = 0.95        # the cache's and the memory's weights sum to at most this
 LAM_MAX = 0.95
-LOGIT = (-20.0, 8.0)      # a weight's logit against the rest (see _weights)
-LOG_KAPPA = (-7.0, 9.0)   # kappa in [1e-3, 8e3]
 LOG_TAU = (math.log(1e-3), math.log(10.0))
-
-
-def _sig(x: float) -> float:
-    """``x`` rounded to 6 significant digits (what the config stores)."""
-    return float(f"{float(x):.6g}")
-
-
-def _weight(x: float) -> float:
-    """A rounded mixture weight (one the optimizer drove to its floor is 0)."""
-    return 0.0 if x < 1e-6 else _sig(x)
-
-
-def _weights(a: np.ndarray) -> np.ndarray:
-    """Weights w_i = 0.95 e^a_i / (1 + sum_j e^a_j): each >= 0, their sum < 0.95, any one free
-    to approach 0 (a stage's exact 0 is scored as a candidate of its own)."""
-    e = np.exp(np.asarray(a, dtype=np.float64))
-    return WEIGHTS_MAX * e / (1.0 + e.sum())
-
-
-def _logits(w: Sequence[float]) -> list[float]:
-    """The inverse of :func:`_weights` (clipped to the bounds), for a start."""
-    r = np.asarray(w, dtype=np.float64) / WEIGHTS_MAX
-    rest = max(1.0 - r.sum(), 1e-6)
-    return list(np.clip(np.log(np.maximum(r, 1e-12) / rest), *LOGIT))
 
 
 @contextlib.contextmanager
