@@ -63,6 +63,31 @@ def test_ngram_table_matches_a_brute_force_count():
     assert len(tab) == 11 and 3 not in tab.pids()
 
 
+def test_step_counts_give_each_passage_the_counts_a_second_lookup_would():
+    """A generation step keeps what it read (tokens and passage of each entry, per order), so
+    its trace needs no second lookup: every passage's weighted count of any token equals
+    target_counts' per-passage F, with the order-1 part reused from an earlier step."""
+    rng = np.random.default_rng(5)
+    passages = [rng.integers(0, 7, size=rng.integers(2, 45)) for _ in range(15)]
+    tab = NGramTable(5)
+    tab.add(list(enumerate(passages[:9])))
+    tab.add([(i + 9, p) for i, p in enumerate(passages[9:])])  # two segments
+    pids = np.array([0, 4, 9, 14, 2, -1, 11])
+    w = np.array([0.3, 0.2, 0.15, 0.1, 0.1, 0.0, 0.15])
+    seq = rng.integers(0, 7, size=50)
+    first = None
+    for p in range(1, 50):
+        s = tab.step_counts(seq, p, pids, w, 7, unigram=first)
+        ref = tab.step_counts(seq, p, pids, w, 7)
+        assert np.array_equal(s.F, ref.F) and np.array_equal(s.C, ref.C)
+        first = first or s
+        for token in range(7):
+            F = tab.target_counts(seq[:p].tolist() + [token], np.array([p]), pids[None, :],
+                                  w[None, :], np.array([token]), per_passage=True)[0][:, 0]
+            assert np.allclose(s.passage_counts(token, w), F), (p, token)
+            assert np.allclose(s.F[:, token], F.sum(1))
+
+
 def test_passages_shorter_than_the_order_are_counted():
     """A document's last passage may hold fewer tokens than the tables' order (a 2-token tail
     at order 7 once stopped `memory.add`): its n-grams still count, longer ones do not exist."""

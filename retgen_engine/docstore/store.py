@@ -322,9 +322,9 @@ class DocumentStore(RerankedSearch, metaclass=StoreDispatch):  # backend="milvus
                 order = np.argsort(dists, kind="stable")[:k]
                 iids, dists, vecs = iids[order], dists[order], vecs[order]
             recs = [self._records[int(i)] for i in iids]
-            hits = [Hit(r.id, r.text, dict(r.metadata), float(d), float(relevance(d)),
-                        vecs[j] if with_vectors else None)
-                    for j, (r, d) in enumerate(zip(recs, dists))]
+            rel = relevance(dists).tolist()  # once for all hits (per hit it cost more than a search)
+            hits = [Hit(r.id, r.text, dict(r.metadata), d, rel[j], vecs[j] if with_vectors else None)
+                    for j, (r, d) in enumerate(zip(recs, dists.tolist()))]
         return hits
 
     def _allowed(self, pred, only: Optional[list[str]]) -> Optional[np.ndarray]:

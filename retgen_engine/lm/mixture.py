@@ -21,87 +21,21 @@ with every token > 0; the cache and the memory count the new words themselves.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..checks import ArgumentError, float_arg, int_arg, optional
-from ..config import IndexConfig, MemoryConfig, RetrievalConfig, check_fields
+from ..config import MemoryConfig
 from ..ngram.kneser_ney import KneserNeyLM
-from ..ngram.cache import CacheWeights, ContextCache
+from ..ngram.cache import ContextCache
 from ..ngram.features import backoff_features, right_aligned, skip_features
 from ..search.retrieval import PatternRetriever, Retrieved
 from ..memory.mixture import MemoryParams
+from . import beside
 from .live_backoff import LiveBackoff
 from .logmix import gated_lam, mix_logprobs  # noqa: F401  (the mixture's own, re-exported)
-
-
-_R = RetrievalConfig.model_fields
-
-
-@dataclass(frozen=True)
-class RetrievalParams:
-    """Per-call retrieval parameters (what the policy chooses); defaults and bounds are
-    :class:`RetrievalConfig`'s (``nprobe``: :class:`IndexConfig`'s)."""
-
-    k: int = _R["k"].default
-    temperature: float = _R["temperature"].default
-    lam: float = _R["lam"].default
-    nprobe: Optional[int] = None
-    #: let the learned policy choose k, temperature and lam per query
-    use_policy: bool = False
-    #: with the policy's skip stage: the share of queries that retrieve (None: its default)
-    budget: Optional[float] = None
-    #: the document memory's parameters (None: the memory is not read)
-    memory: Optional[MemoryParams] = None
-
-    def __post_init__(self):
-        int_arg("k", self.k, 1)  # the number of retrieved patterns
-        float_arg("temperature", self.temperature)
-        float_arg("lam", self.lam)
-        optional(int_arg, "nprobe", self.nprobe, 1)
-        optional(float_arg, "budget", self.budget)
-        checked = check_fields(RetrievalConfig, k=self.k, temperature=self.temperature,
-                               lam=self.lam, budget=self.budget)
-        if self.nprobe is not None:
-            checked.update(check_fields(IndexConfig, nprobe=self.nprobe))
-        for name, v in checked.items():
-            object.__setattr__(self, name, v)
-
-
-@dataclass
-class StepInfo:
-    """What one next-token distribution was made of (for traces)."""
-
-    history: list[int]
-    retrieved: Retrieved
-    weights: np.ndarray
-    lam: float
-    params: RetrievalParams
-    p_kn: np.ndarray = field(repr=False)
-    p_ret: np.ndarray = field(repr=False)
-    cache_mu: CacheWeights = CacheWeights()  # context-cache weights inside the base distribution
-    lam_mem: float = 0.0                     # the memory's weight in the final mixture
-    memory: Any = None                       # what the memory read (memory.StepMemory)
-    p_base: Optional[np.ndarray] = field(default=None, repr=False)  # back-off + cache [V]
-
-
-@dataclass
-class Lookup:
-    """What retrieval contributed at n positions: the per-position choices (k, tau, lam as
-    given to the mixture before the gate), the positions that searched (``sel``), their
-    results ``r`` with energy weights ``w``, and the effective lam (gate applied; 0 where
-    nothing was retrieved)."""
-
-    k: np.ndarray
-    tau: np.ndarray
-    lam: np.ndarray
-    sel: np.ndarray
-    r: Retrieved
-    w: np.ndarray
-    lam_eff: np.ndarray
-    found: np.ndarray  # [n] the search found a valid pattern
+from .params import Lookup, RetrievalParams, StepInfo  # noqa: F401  (re-exported)
 
 
 class RetgenLM:
@@ -252,17 +186,19 @@ class RetgenLM:
 
     def lookup(self, seq: np.ndarray, pos: np.ndarray, params: RetrievalParams,
                retrieved: Optional[Retrieved] = None, query_vectors: Optional[np.ndarray] = None,
-               progress: bool = False) -> Lookup:
+               progress: bool = False, kn: Optional[KneserNeyLM] = None) -> Lookup:
         """Retrieval for predicting seq[i] at each position i of ``pos`` (past tokens only):
         the skip stage, encoding, the per-query choice of k, tau and lam, search, energy
         weights and the gate. One path for the stream scorer and the single step.
 
         ``retrieved`` (fixed parameters only) reuses one search pass at k >= params.k;
-        ``query_vectors`` reuses the embeddings of the positions' contexts."""
+        ``query_vectors`` reuses the embeddings of the positions' contexts; ``kn``: the
+        back-off the call reads (:meth:`backoff_for`), if the caller has it."""
         ret = self.retriever
         n = len(pos)
         # back-off features of every position, once, if the policy or the gate reads them
-        kf = backoff_features(self.backoff_for(params), seq, pos) if self._needs_kf(params) else None
+        kn = kn if kn is not None else self.backoff_for(params)
+        kf = backoff_features(kn, seq, pos) if self._needs_kf(params) else None
         if retrieved is not None and not params.use_policy:
             r = retrieved.top(params.k)
             k = np.full(n, params.k)
@@ -378,23 +314,29 @@ class RetgenLM:
         p_kn = self.grow(kn.distribution(bhist))
         p_base, cache_mu = self.cache.dense(history, p_kn)
         r = Retrieved(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64))
-        w, p_ret, lam, used = np.zeros((1, 0)), np.zeros(V), 0.0, params
+        w, p_ret, lam, used, lk = np.zeros((1, 0)), np.zeros(V), 0.0, params, None
+        mem_on = params.memory is not None and self.memory is not None
         if self._wants_retrieval(params):
             ret = self.retriever
             span = max(self.backoff.order, ret.max_length, ret.query_length, self.cache.window + 1)
             seq = np.array(bhist[-span:] + [0], dtype=np.int64)  # all the lookup reads
-            lk = self.lookup(seq, np.array([len(seq) - 1]), params)
+            # with the memory on, the pattern search runs beside its lookup (.beside)
+            lk = (beside.submit if mem_on else beside.inline)(
+                self.lookup, seq, np.array([len(seq) - 1]), params, kn=kn)
+        lam_mem, step = 0.0, None
+        if mem_on:
+            tail = bhist[-(self.backoff.order - 1):] if self.backoff.order > 1 else []
+            ctx = self._memory_context(kn, np.array(tail + [0], np.int64), np.array([len(tail)]))
+            p_mem, lam_mem, step = self.memory.step_terms(history, params.memory, V, ctx)
+        if lk is not None:
+            lk = lk.result()
             used = RetrievalParams(int(lk.k[0]), float(lk.tau[0]), float(lk.lam[0]),
                                    params.nprobe, params.use_policy, params.budget, params.memory)
             if lk.found[0]:
                 r, w, lam = lk.r, lk.w, float(lk.lam_eff[0])
                 p_ret = np.zeros(V)
-                p_ret[:Vb] = ret.dense(r, float(lk.tau[0]), weights=w)
+                p_ret[:Vb] = self.retriever.dense(r, float(lk.tau[0]), weights=w)
         logp = mix_logprobs(np.log(p_base), p_ret, lam)
-        lam_mem, step = 0.0, None
-        if params.memory is not None and self.memory is not None:
-            tail = bhist[-(self.backoff.order - 1):] if self.backoff.order > 1 else []
-            ctx = self._memory_context(kn, np.array(tail + [0], np.int64), np.array([len(tail)]))
-            p_mem, lam_mem, step = self.memory.step_terms(history, params.memory, V, ctx)
+        if mem_on:
             logp = mix_logprobs(logp, p_mem, lam_mem)
         return logp, StepInfo(history, r, w, lam, used, p_kn, p_ret, cache_mu, lam_mem, step, p_base)

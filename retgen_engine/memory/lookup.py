@@ -12,6 +12,7 @@ import numpy as np
 from .gate import apply_gate
 from .keys import dense_search, fuse, passage_weights
 from .mixture import MemoryParams, neighbour_probs
+from .ngrams import StepCounts
 
 _CHUNK = 8192  # stream positions per table lookup
 
@@ -25,6 +26,7 @@ class StepMemory:
     H: np.ndarray = field(default_factory=lambda: np.zeros(0))
     C: np.ndarray = field(default_factory=lambda: np.zeros(0))
     lam: float = 0.0
+    counts: Optional[StepCounts] = None  # what the step read, per passage (for traces)
 
 
 class PassageLookup:
@@ -137,20 +139,22 @@ class PassageLookup:
         b = (pos // S) * S
         q = tuple(int(t) for t in history[max(0, b - Lq):b])
         key = (q, params)
+        tail = list(history[-(self.config.order - 1):]) if self.config.order > 1 else []
+        seq = np.asarray(tail + [0], dtype=np.int64)  # all the tables read: the last N-1 tokens
         with self._lock:
             hit = self._found.get(key)
             if hit is None:
                 pids, scores = self.find([np.array(q, np.int64)], params)
-                hit = pids, passage_weights(scores, pids, params.temperature)
+                hit = [pids[0], passage_weights(scores, pids, params.temperature)[0], None]
                 self._found[key] = hit
                 if len(self._found) > 256:
                     self._found.popitem(last=False)
-        pids, w = hit[0][0], hit[1][0]
-        tail = list(history[-(self.config.order - 1):]) if self.config.order > 1 else []
-        seq = np.asarray(tail + [0], dtype=np.int64)  # all the tables read: the last N-1 tokens
-        F, H, C = self._table.dense_counts(seq, len(tail), pids, w, vocab_size)
+            pids, w = hit[0], hit[1]
+            # the order-1 part is the same at every step until the next refresh: read once
+            counts = self._table.step_counts(seq, len(tail), pids, w, vocab_size, unigram=hit[2])
+            hit[2] = counts
         cfg = self.config
-        p, lam = neighbour_probs(F, H, C, cfg.weights, cfg.kappa)
-        lam = float(apply_gate(cfg, np.reshape(lam, 1), C, [w.max() if len(w) else 0.0],
+        p, lam = neighbour_probs(counts.F, counts.H, counts.C, cfg.weights, cfg.kappa)
+        lam = float(apply_gate(cfg, np.reshape(lam, 1), counts.C, [w.max() if len(w) else 0.0],
                                context)[0])
-        return p, lam, StepMemory(pids, w, H, C, lam)
+        return p, lam, StepMemory(pids, w, counts.H, counts.C, lam, counts)

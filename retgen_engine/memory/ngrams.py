@@ -24,6 +24,7 @@ Tables are kept in segments (one per :meth:`add`) and merged when there are too 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -228,19 +229,36 @@ class NGramTable:
                      vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The same at one position for every token: ([N, V] weighted counts of each
         continuation, [N] weighted history counts, [N] raw history counts)."""
+        s = self.step_counts(seq, pos, pids, weights, vocab_size)
+        return s.F, s.H, s.C
+
+    def step_counts(self, seq: np.ndarray, pos: int, pids: np.ndarray, weights: np.ndarray,
+                    vocab_size: int, unigram: Optional["StepCounts"] = None) -> "StepCounts":
+        """:meth:`dense_counts` with what it read kept: per order, the continuation tokens of
+        the history in the passages and the passage (index into ``pids``) of each, from which a
+        trace reads every passage's count of the sampled token. ``unigram``: the order-1 part
+        for these passages and weights (it does not depend on the history), reused."""
         seq = np.asarray(seq, dtype=np.int64)
         pids = np.asarray(pids).reshape(1, -1)
         weights = np.asarray(weights, dtype=np.float64).reshape(1, -1)
-        F = np.zeros((self.order, vocab_size))
-        H, C = np.zeros(self.order), np.zeros(self.order)
+        N, K = self.order, pids.shape[1]
+        out = StepCounts(np.zeros((N, vocab_size)), np.zeros(N), np.zeros(N),
+                         [np.zeros(0, np.int64)] * N, [np.zeros(0, np.int64)] * N)
         if not self._segments:
-            return F, H, C
+            return out
         qs, ok = self._queries(seq, np.array([pos]), pids)
         w = np.where(ok, weights, 0.0)[0]
         seen = np.ones(len(w), bool)  # as in target_counts
-        for m in range(self.order):
+        for m in range(N):
+            if m == 0 and unigram is not None and unigram.F.shape[1] == vocab_size:
+                out.F[0], out.H[0], out.C[0] = unigram.F[0], unigram.H[0], unigram.C[0]
+                out.toks[0], out.slots[0] = unigram.toks[0], unigram.slots[0]
+                seen = np.zeros(K, bool)
+                seen[unigram.slots[0]] = True
+                continue
             q = qs[m][0]
-            live, found = (q >= 0) & seen, np.zeros(len(q), bool)
+            live, found = (q >= 0) & seen, np.zeros(K, bool)
+            toks, slots = [], []
             for seg in self._segments:
                 a, h = self._ranges(seg, m, q, live)
                 sel = np.flatnonzero(h > 0)
@@ -249,9 +267,32 @@ class NGramTable:
                     continue
                 cnt = h[sel]
                 idx = np.repeat(a[sel] - np.cumsum(cnt) + cnt, cnt) + np.arange(cnt.sum())
-                F[m] += np.bincount(seg.comp[m][idx] & MAX_TOKEN, weights=np.repeat(w[sel], cnt),
-                                    minlength=vocab_size)[:vocab_size]
-                H[m] += float((w * h).sum())
-                C[m] += float(h.sum())
+                tk, sl = seg.comp[m][idx] & MAX_TOKEN, np.repeat(sel, cnt)
+                out.F[m] += np.bincount(tk, weights=w[sl], minlength=vocab_size)[:vocab_size]
+                out.H[m] += float((w * h).sum())
+                out.C[m] += float(h.sum())
+                toks.append(tk)
+                slots.append(sl)
+            if toks:
+                out.toks[m] = toks[0] if len(toks) == 1 else np.concatenate(toks)
+                out.slots[m] = slots[0] if len(slots) == 1 else np.concatenate(slots)
             seen = found
-        return F, H, C
+        return out
+
+
+@dataclass
+class StepCounts:
+    """What one generation step read from the tables (:meth:`NGramTable.step_counts`)."""
+
+    F: np.ndarray             # [N, V] weighted counts of each continuation
+    H: np.ndarray             # [N] weighted history counts
+    C: np.ndarray             # [N] raw history counts
+    toks: list[np.ndarray]    # per order: the continuation tokens read
+    slots: list[np.ndarray]   # per order: the passage (index into pids) of each
+
+    def passage_counts(self, token: int, weights: np.ndarray) -> np.ndarray:
+        """[N, K] each passage's weighted count of ``token`` after the history (the
+        per-passage F of :meth:`NGramTable.target_counts`)."""
+        K = len(weights)
+        return np.stack([np.bincount(s[t == token], minlength=K)[:K] * weights
+                         for t, s in zip(self.toks, self.slots)])

@@ -18,10 +18,13 @@ def contributions(mem: "PassageMemory", history: Sequence[int], step: "StepMemor
     table = mem.table
     history = list(history[-(mem.config.order - 1):]) if mem.config.order > 1 else []
     seq = np.asarray(history + [token], dtype=np.int64)
-    F, _, _ = table.target_counts(seq, np.array([len(history)]), step.pids[None, :],
-                                  step.weights[None, :], np.array([token]), per_passage=True)
+    if step.counts is not None:  # what the step read: no second lookup
+        F = step.counts.passage_counts(token, step.weights)
+    else:
+        F = table.target_counts(seq, np.array([len(history)]), step.pids[None, :],
+                                step.weights[None, :], np.array([token]), per_passage=True)[0][:, 0]
     mus = order_weights(step.C, step.H, mem.config.weights, mem.config.kappa)
-    share = (mus[:, None] * F[:, 0, :] / np.maximum(step.H, 1e-300)[:, None]).sum(0)
+    share = (mus[:, None] * F / np.maximum(step.H, 1e-300)[:, None]).sum(0)
     itos = mem.tokenizer.vocab.itos
     out = []
     for j in np.argsort(-share)[:top]:
@@ -29,7 +32,7 @@ def contributions(mem: "PassageMemory", history: Sequence[int], step: "StepMemor
         if share[j] <= 0 or rec is None:
             continue
         rid, meta, toks = rec
-        at = _where(toks, seq, len(history), token, F[:, 0, j])
+        at = _where(toks, seq, len(history), token, F[:, j])
         snip = mem.tokenizer.detokenize([itos[t] for t in toks[max(0, at - 11):at + 1]])
         out.append({"record": rid, "doc_id": str(meta.get("doc_id", rid)),
                     "offset": int(meta.get("offset", 0)) + at, "snippet": snip.strip(),

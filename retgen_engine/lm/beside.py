@@ -1,0 +1,52 @@
+"""A step's pattern search run beside its memory lookup, on another core.
+
+With the memory on, a generation step has two lookups that do not depend on each other: the
+pattern search (mostly the encoder's forward pass for one query, in ONNX Runtime or torch,
+which release the GIL) and the memory's n-gram counts (numpy, in the calling thread, which
+holds the memory still). Where the process may use two or more cores the pattern search runs
+on a worker thread meanwhile; with one core it runs inline, as it would without this module.
+The workers are shared by the process (:func:`workers`), created on first use."""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Optional
+
+from ..search.encoders_select import available_cores
+
+_lock = threading.Lock()
+_pool: Optional[ThreadPoolExecutor] = None
+
+
+def workers() -> int:
+    """How many threads may run a step's pattern search beside it (0: it runs inline):
+    ``RETGEN_STEP_WORKERS`` if set (0 turns this off), else one fewer than the cores."""
+    env = os.environ.get("RETGEN_STEP_WORKERS", "").strip()
+    if env:
+        if not env.isdigit():
+            raise ValueError(f"RETGEN_STEP_WORKERS={env!r}: expected an integer >= 0")
+        return int(env)
+    return available_cores() - 1
+
+
+def inline(fn: Callable, *args, **kwargs) -> Future:
+    """``fn(*args, **kwargs)`` run now, in the calling thread, as a finished future."""
+    f: Future = Future()
+    try:
+        f.set_result(fn(*args, **kwargs))
+    except BaseException as e:  # raised again by f.result(), as a worker's would be
+        f.set_exception(e)
+    return f
+
+
+def submit(fn: Callable, *args, **kwargs) -> Future:
+    """``fn(*args, **kwargs)`` on a worker thread, or :func:`inline` where there is none."""
+    global _pool
+    n = workers()
+    if n < 1:
+        return inline(fn, *args, **kwargs)
+    with _lock:
+        if _pool is None or _pool._max_workers != n:  # noqa: SLF001  (the setting changed)
+            _pool = ThreadPoolExecutor(n, thread_name_prefix="retgen-step")
+    return _pool.submit(fn, *args, **kwargs)
