@@ -1,13 +1,15 @@
 """First-run speed on the bundled sample corpus: ``retgen demo`` wall time, and generation
-speed with retrieval on every token, the search thread policy of this release next to the
-previous one in the same run.
+speed with retrieval on every token, the step's thread policy of this release next to the
+previous ones in the same run.
 
     python benchmarks/generation_speed.py               # writes results/generation_speed.{json,md}
 
 Settings are interleaved round by round (a change of machine load hits all of them alike) and
-reported as medians. "One thread for small batches" is this release's policy
-(:data:`retgen_engine.search.index.SMALL_BATCH`): a faiss search of at most 16 queries runs on
-one OpenMP thread; "every faiss thread" is the previous behaviour (``SMALL_BATCH = 0``).
+reported as medians. "Search beside" is this release's policy (:mod:`retgen_engine.lm.beside`):
+a step's pattern search runs on a second thread beside the back-off, the cache and the memory;
+"search inline" is the previous release (``RETGEN_STEP_WORKERS=0``). Both run a faiss search
+of at most 16 queries on one OpenMP thread (:data:`retgen_engine.search.index.SMALL_BATCH`);
+"every faiss thread" is the release before (``SMALL_BATCH = 0``, inline).
 Every setting retrieves patterns at every token (``policy=False``: no skipping).
 """
 from __future__ import annotations
@@ -24,12 +26,15 @@ import time
 from pathlib import Path
 
 from retgen_engine import RetgenEngine
+from retgen_engine.lm import beside
 from retgen_engine.search import index as index_mod
 
 from lm_benchmark import machine
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = ["The tower was built", "In 1912 , the", "The game was released in"]
+THIS = "search beside the step, one faiss thread for small batches (this release)"
+PREVIOUS = "search inline, one faiss thread for small batches (previous release)"
 
 
 def demo_seconds(quiet: bool) -> float:
@@ -65,17 +70,22 @@ def main() -> None:
         eng.generate(PROMPTS[0], max_new_tokens=5, seed=0)  # warm up the encoder session
         small = index_mod.SMALL_BATCH
         settings = {}
-        for policy, sb in (("one thread for small batches (this release)", small),
-                           ("every faiss thread (previous release)", 0)):
+        for policy, sb, workers in ((THIS, small, None), (PREVIOUS, small, "0"),
+                                    ("every faiss thread, search inline (two releases ago)", 0, "0")):
             for mem in (False, True):
                 for trace in (True, False):
                     name = (f"{policy}; memory {'on' if mem else 'off'}; "
                             f"traces {'on' if trace else 'off'}")
-                    settings[name] = (sb, dict(memory=mem, trace=trace, policy=False))
+                    settings[name] = (sb, workers, dict(memory=mem, trace=trace, policy=False))
         rates: dict[str, list[float]] = {n: [] for n in settings}
+        env0 = os.environ.get("RETGEN_STEP_WORKERS")
         for r in range(a.rounds):
-            for name, (sb, kw) in settings.items():
+            for name, (sb, workers, kw) in settings.items():
                 index_mod.SMALL_BATCH = sb
+                if workers is None:
+                    os.environ.pop("RETGEN_STEP_WORKERS", None)
+                else:
+                    os.environ["RETGEN_STEP_WORKERS"] = workers
                 t, n = time.perf_counter(), 0
                 for i, p in enumerate(PROMPTS):
                     n += eng.generate(p, max_new_tokens=a.gen_tokens, seed=i + 7 * r,
@@ -83,12 +93,15 @@ def main() -> None:
                 rates[name].append(n / (time.perf_counter() - t))
             index_mod.SMALL_BATCH = small
             log.info("round %d/%d done", r + 1, a.rounds)
+        if env0 is None:
+            os.environ.pop("RETGEN_STEP_WORKERS", None)
+        else:
+            os.environ["RETGEN_STEP_WORKERS"] = env0
     mach["load_average_end"] = list(os.getloadavg())
     base = {n: statistics.median(v) for n, v in rates.items()}
     rows = []
     for name, v in rates.items():
-        prev = name.replace("one thread for small batches (this release)",
-                            "every faiss thread (previous release)")
+        prev = name.replace(THIS, PREVIOUS)
         rows.append({"setting": name, "median_tokens_per_second": statistics.median(v),
                      "min": min(v), "max": max(v),
                      "ratio_to_previous": statistics.median(v) / base[prev]})
@@ -96,7 +109,8 @@ def main() -> None:
               "model": {k: info[k] for k in ("num_patterns", "index_spec", "vocab_size")},
               "encoder": info["encoder"], "memory_passages": (info["memory"] or {}).get("passages"),
               "rounds": a.rounds, "gen_tokens_per_prompt": a.gen_tokens, "prompts": PROMPTS,
-              "small_batch": small, "rows": rows, "runs": rates, "machine": mach}
+              "small_batch": small, "step_workers": beside.workers(), "rows": rows, "runs": rates,
+              "machine": mach}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "generation_speed.json").write_text(json.dumps(result, indent=1))
     md = ["# First run: demo wall time and generation speed (sample corpus)", "",
@@ -104,8 +118,9 @@ def main() -> None:
           f"{mach['load_average'][0]:.1f} at start / {mach['load_average_end'][0]:.1f} at end; "
           f"{mach['date']}. Encoder: {info['encoder'].get('backend')} "
           f"{info['encoder'].get('dtype')}. Model: {info['num_patterns']} patterns, "
-          f"{info['index_spec']}, {result['memory_passages']} memory passages.", "",
-          f"- `retgen demo` wall time (fresh process: build, generate, traces): "
+          f"{info['index_spec']}, {result['memory_passages']} memory passages; step workers "
+          f"{result['step_workers']} (this release).", "",
+          "- `retgen demo` wall time (fresh process: build, generate, traces): "
           + ", ".join(f"{x:.1f} s" for x in demo) if demo else "- `retgen demo` not timed",
           f"- sample model build (in this process): {build_s:.1f} s", "",
           f"Generation: {len(PROMPTS)} prompts x {a.gen_tokens} tokens, retrieval at every token "

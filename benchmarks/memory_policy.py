@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 
-import _memory
 from learned_memory import with_tuned_memory
 from lm_benchmark import CORPORA, DATA, cache_of, machine, machine_line
 from retgen_engine import RetgenEngine

@@ -48,14 +48,19 @@ def test_the_step_is_the_same_with_the_search_beside_or_inline(engine, monkeypat
     assert res["0"] == res["1"]
 
 
-def test_memory_off_runs_the_search_inline(engine, monkeypatch):
-    monkeypatch.setenv("RETGEN_STEP_WORKERS", "1")
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_memory_off_the_same_beside_or_inline(engine, monkeypatch, workers):
+    monkeypatch.setenv("RETGEN_STEP_WORKERS", workers)
     seen = []
     lookup = engine.lm.lookup
     monkeypatch.setattr(engine.lm, "lookup", lambda *a, **kw: seen.append(
         threading.current_thread().name) or lookup(*a, **kw))
-    engine.lm.next_token_logprobs([1, 5, 6], engine.retrieval_params(memory=False))
-    assert seen and not seen[0].startswith("retgen-step")
+    params = engine.retrieval_params(memory=False)
+    lp, info = engine.lm.next_token_logprobs([1, 5, 6], params)
+    assert seen and seen[0].startswith("retgen-step") == (workers == "1")
+    monkeypatch.setenv("RETGEN_STEP_WORKERS", "0")
+    ref, _ = engine.lm.next_token_logprobs([1, 5, 6], params)
+    assert np.array_equal(lp, ref) and info.lam > 0
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])

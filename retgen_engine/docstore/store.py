@@ -289,6 +289,22 @@ class DocumentStore(RerankedSearch, metaclass=StoreDispatch):  # backend="milvus
                ids: Optional[Sequence[str]] = None) -> list[Hit]:
         """The ``k`` nearest records matching ``filter`` (and among ``ids`` when given), best
         first; fewer when fewer exist."""
+        with self._lock:
+            iids, dists, vecs = self._search(query, k, filter, ids, nprobe, with_vectors)
+            recs = [self._records[i] for i in iids.tolist()]
+        rel = relevance(dists).tolist()  # once for all hits (per hit it cost more than a search)
+        return [Hit(r.id, r.text, dict(r.metadata), d, rel[j], vecs[j] if with_vectors else None)
+                for j, (r, d) in enumerate(zip(recs, dists.tolist()))]
+
+    def search_ids(self, query: Any, k: int = 4, filter: Filter | None = None,
+                   nprobe: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` as (int ids [n <= k], relevance [n]), best first, without hits."""
+        with self._lock:
+            iids, dists, _ = self._search(query, k, filter, None, nprobe, False)
+        return iids, relevance(dists)
+
+    def _search(self, query, k, filter, ids, nprobe, with_vectors):
+        """(int ids, squared L2 distances, unit vectors or None) of the nearest records."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k={k!r} must be an int >= 1")
         pred = compile_filter(filter)
@@ -296,36 +312,29 @@ class DocumentStore(RerankedSearch, metaclass=StoreDispatch):  # backend="milvus
         q = normalize_rows(query, self.dim, "query vector")
         if len(q) != 1:
             raise ValueError(f"search takes one query vector, got {len(q)}")
-        with self._lock:
-            if not self._records:
-                return []
-            allowed = self._allowed(pred, only)
-            if allowed is not None and len(allowed) == 0:
-                return []
-            rows = self._rows
-            n_cand = len(allowed) if allowed is not None else len(self._records)
-            rescore = (self.refine_factor > 1 if rows.in_index else
-                       self._index.spec != EXACT_SPEC and has_codes(self._index.spec))
-            kk = min(n_cand, k * self.refine_factor if rescore else k)
-            need_vecs = rescore or with_vectors
-            if rows.decoded_by_index and need_vecs and allowed is None:
-                D, I, R = self._index.search_and_reconstruct(q, kk, nprobe)  # (list, offset)
-                D, I, R = D[0], I[0], unit_rows(R[0][I[0] >= 0])
-            else:
-                D, I = self._faiss_search(q, kk, allowed, nprobe)
-                R = None
-            keep = I >= 0
-            iids, dists = I[keep], np.clip(D[keep], 0.0, 4.0)
-            vecs = (R if R is not None else rows.get(iids)) if need_vecs and len(iids) else None
-            if rescore and len(iids):
-                dists = np.clip(2.0 - 2.0 * (vecs @ q[0]), 0.0, 4.0)
-                order = np.argsort(dists, kind="stable")[:k]
-                iids, dists, vecs = iids[order], dists[order], vecs[order]
-            recs = [self._records[int(i)] for i in iids]
-            rel = relevance(dists).tolist()  # once for all hits (per hit it cost more than a search)
-            hits = [Hit(r.id, r.text, dict(r.metadata), d, rel[j], vecs[j] if with_vectors else None)
-                    for j, (r, d) in enumerate(zip(recs, dists.tolist()))]
-        return hits
+        allowed = self._allowed(pred, only) if self._records else np.zeros(0, np.int64)
+        if allowed is not None and len(allowed) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32), None
+        rows = self._rows
+        n_cand = len(allowed) if allowed is not None else len(self._records)
+        rescore = (self.refine_factor > 1 if rows.in_index else
+                   self._index.spec != EXACT_SPEC and has_codes(self._index.spec))
+        kk = min(n_cand, k * self.refine_factor if rescore else k)
+        need_vecs = rescore or with_vectors
+        if rows.decoded_by_index and need_vecs and allowed is None:
+            D, I, R = self._index.search_and_reconstruct(q, kk, nprobe)  # (list, offset)
+            D, I, R = D[0], I[0], unit_rows(R[0][I[0] >= 0])
+        else:
+            D, I = self._faiss_search(q, kk, allowed, nprobe)
+            R = None
+        keep = I >= 0
+        iids, dists = I[keep], np.clip(D[keep], 0.0, 4.0)
+        vecs = (R if R is not None else rows.get(iids)) if need_vecs and len(iids) else None
+        if rescore and len(iids):
+            dists = np.clip(2.0 - 2.0 * (vecs @ q[0]), 0.0, 4.0)
+            order = np.argsort(dists, kind="stable")[:k]
+            iids, dists, vecs = iids[order], dists[order], vecs[order]
+        return iids.astype(np.int64), dists, (vecs if with_vectors else None)
 
     def _allowed(self, pred, only: Optional[list[str]]) -> Optional[np.ndarray]:
         """Sorted int ids passing the filter and the id restriction (None: everything)."""

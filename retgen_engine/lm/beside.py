@@ -1,10 +1,10 @@
-"""A step's pattern search run beside its memory lookup, on another core.
+"""A step's pattern search run beside the rest of the step, on another core.
 
-With the memory on, a generation step has two lookups that do not depend on each other: the
-pattern search (mostly the encoder's forward pass for one query, in ONNX Runtime or torch,
-which release the GIL) and the memory's n-gram counts (numpy, in the calling thread, which
-holds the memory still). Where the process may use two or more cores the pattern search runs
-on a worker thread meanwhile; with one core it runs inline, as it would without this module.
+A generation step's pattern search (mostly the encoder's forward pass for one query, in ONNX
+Runtime or torch, which release the GIL) does not depend on the back-off's distribution, the
+context cache or the memory's n-gram counts (numpy, in the calling thread, which holds the
+memory still). Where the process may use two or more cores the pattern search runs on a worker
+thread meanwhile; with one core it runs inline, as it would without this module.
 The workers are shared by the process (:func:`workers`), created on first use."""
 from __future__ import annotations
 

@@ -311,8 +311,6 @@ class RetgenLM:
         V, Vb = self.V, self.backoff.V
         bhist = [t if t < Vb else 0 for t in history]  # what the back-off and the patterns read
         kn = self.backoff_for(params)
-        p_kn = self.grow(kn.distribution(bhist))
-        p_base, cache_mu = self.cache.dense(history, p_kn)
         r = Retrieved(np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64))
         w, p_ret, lam, used, lk = np.zeros((1, 0)), np.zeros(V), 0.0, params, None
         mem_on = params.memory is not None and self.memory is not None
@@ -320,9 +318,10 @@ class RetgenLM:
             ret = self.retriever
             span = max(self.backoff.order, ret.max_length, ret.query_length, self.cache.window + 1)
             seq = np.array(bhist[-span:] + [0], dtype=np.int64)  # all the lookup reads
-            # with the memory on, the pattern search runs beside its lookup (.beside)
-            lk = (beside.submit if mem_on else beside.inline)(
-                self.lookup, seq, np.array([len(seq) - 1]), params, kn=kn)
+            # the pattern search runs beside the back-off, the cache and the memory (.beside)
+            lk = beside.submit(self.lookup, seq, np.array([len(seq) - 1]), params, kn=kn)
+        p_kn = self.grow(kn.distribution(bhist))
+        p_base, cache_mu = self.cache.dense(history, p_kn)
         lam_mem, step = 0.0, None
         if mem_on:
             tail = bhist[-(self.backoff.order - 1):] if self.backoff.order > 1 else []

@@ -39,6 +39,9 @@ class PassageLookup:
         return self.tokenizer.context_text([itos[int(t)] for t in toks])
 
     def _dense_one(self, v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if hasattr(self.store, "search_ids"):  # the faiss store's ids are the passage ids
+            ids, rel = self.store.search_ids(v, k=k)
+            return ids, rel.astype(np.float64)
         hits = self.store.search(v, k=k)
         ids = [self.store.int_id(h.id) for h in hits]
         keep = [i for i, x in enumerate(ids) if x is not None]

@@ -473,3 +473,21 @@ def test_ip_scan_leaves_other_ivf_pq_variants_to_l2():
         warnings.simplefilter("error")  # fewer hits than k: no overflow on the empty slots
         D, I = fi.search(x[:1], 3000, nprobe=1)
     assert (I[0] == -1).any() and np.isinf(D[I < 0]).all() and np.isfinite(D[I >= 0]).all()
+
+
+@pytest.mark.parametrize("which", ["large", "in_index"])
+def test_search_ids_is_search_as_arrays(which, request):
+    """The memory's lean dense search returns what search does: the same records (as int
+    ids), in order, with the same relevance, on every profile, with a filter too."""
+    s, base, queries = request.getfixturevalue(which)
+    for q in queries[:10]:
+        for flt in (None, {"g": 1}):
+            hits = s.search(q, k=20, filter=flt)
+            ids, rel = s.search_ids(q, k=20, filter=flt)
+            assert [s.int_id(h.id) for h in hits] == ids.tolist()
+            assert np.allclose([h.score for h in hits], rel)
+    empty = DocumentStore(dim=base.shape[1])
+    ids, rel = empty.search_ids(queries[0], k=5)
+    assert ids.shape == (0,) and rel.shape == (0,)
+    with pytest.raises(ValueError, match="k=0"):
+        s.search_ids(queries[0], k=0)
