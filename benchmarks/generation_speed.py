@@ -5,9 +5,9 @@ previous ones in the same run.
     python benchmarks/generation_speed.py               # writes results/generation_speed.{json,md}
 
 Settings are interleaved round by round (a change of machine load hits all of them alike) and
-reported as medians. "Search beside" is this release's policy (:mod:`retgen_engine.lm.beside`):
-a step's pattern search runs on a second thread beside the back-off, the cache and the memory;
-"search inline" is the previous release (``RETGEN_STEP_WORKERS=0``). Both run a faiss search
+reported as medians. "Encoding beside" is this release's policy (:mod:`retgen_engine.lm.beside`):
+with the memory on, a step's query encoding runs on a second thread beside the back-off, the
+cache and the memory's lookup; "inline" is the previous release (``RETGEN_STEP_WORKERS=0``). Both run a faiss search
 of at most 16 queries on one OpenMP thread (:data:`retgen_engine.search.index.SMALL_BATCH`);
 "every faiss thread" is the release before (``SMALL_BATCH = 0``, inline).
 Every setting retrieves patterns at every token (``policy=False``: no skipping).
@@ -33,8 +33,8 @@ from lm_benchmark import machine
 
 HERE = Path(__file__).resolve().parent
 PROMPTS = ["The tower was built", "In 1912 , the", "The game was released in"]
-THIS = "search beside the step, one faiss thread for small batches (this release)"
-PREVIOUS = "search inline, one faiss thread for small batches (previous release)"
+THIS = "encoding beside the step, one faiss thread for small batches (this release)"
+PREVIOUS = "encoding inline, one faiss thread for small batches (previous release)"
 
 
 def demo_seconds(quiet: bool) -> float:
@@ -71,7 +71,7 @@ def main() -> None:
         small = index_mod.SMALL_BATCH
         settings = {}
         for policy, sb, workers in ((THIS, small, None), (PREVIOUS, small, "0"),
-                                    ("every faiss thread, search inline (two releases ago)", 0, "0")):
+                                    ("every faiss thread, encoding inline (two releases ago)", 0, "0")):
             for mem in (False, True):
                 for trace in (True, False):
                     name = (f"{policy}; memory {'on' if mem else 'off'}; "

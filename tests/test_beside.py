@@ -1,6 +1,6 @@
-"""A generation step's pattern search runs beside its memory lookup (lm/beside.py): the same
-distribution and traces as inline, the search really on the worker, errors raised in the
-caller."""
+"""A generation step's query encoding runs beside the back-off, the cache and the memory
+(lm/beside.py): the same distribution and traces as inline, the encoding really on the worker,
+errors raised in the caller."""
 from __future__ import annotations
 
 import threading
@@ -22,13 +22,13 @@ def test_the_step_is_the_same_with_the_search_beside_or_inline(engine, monkeypat
     params = engine.retrieval_params(memory_refresh=4)
     assert params.memory is not None and engine.lm._wants_retrieval(params)
     threads = []
-    lookup = engine.lm.lookup
+    encode = engine.lm.retriever.encode
 
     def spy(*a, **kw):
         threads.append(threading.current_thread().name)
-        return lookup(*a, **kw)
+        return encode(*a, **kw)
 
-    monkeypatch.setattr(engine.lm, "lookup", spy)
+    monkeypatch.setattr(engine.lm.retriever, "encode", spy)
     out = {}
     for workers in ("0", "1"):
         monkeypatch.setenv("RETGEN_STEP_WORKERS", workers)
@@ -48,19 +48,14 @@ def test_the_step_is_the_same_with_the_search_beside_or_inline(engine, monkeypat
     assert res["0"] == res["1"]
 
 
-@pytest.mark.parametrize("workers", ["0", "1"])
-def test_memory_off_the_same_beside_or_inline(engine, monkeypatch, workers):
-    monkeypatch.setenv("RETGEN_STEP_WORKERS", workers)
+def test_memory_off_encodes_inline(engine, monkeypatch):
+    monkeypatch.setenv("RETGEN_STEP_WORKERS", "1")
     seen = []
-    lookup = engine.lm.lookup
-    monkeypatch.setattr(engine.lm, "lookup", lambda *a, **kw: seen.append(
-        threading.current_thread().name) or lookup(*a, **kw))
-    params = engine.retrieval_params(memory=False)
-    lp, info = engine.lm.next_token_logprobs([1, 5, 6], params)
-    assert seen and seen[0].startswith("retgen-step") == (workers == "1")
-    monkeypatch.setenv("RETGEN_STEP_WORKERS", "0")
-    ref, _ = engine.lm.next_token_logprobs([1, 5, 6], params)
-    assert np.array_equal(lp, ref) and info.lam > 0
+    encode = engine.lm.retriever.encode
+    monkeypatch.setattr(engine.lm.retriever, "encode", lambda *a, **kw: seen.append(
+        threading.current_thread().name) or encode(*a, **kw))
+    _, info = engine.lm.next_token_logprobs([1, 5, 6], engine.retrieval_params(memory=False))
+    assert seen and not seen[0].startswith("retgen-step") and info.lam > 0
 
 
 @pytest.mark.parametrize("workers", ["0", "1"])

@@ -1,11 +1,13 @@
-"""A step's pattern search run beside the rest of the step, on another core.
+"""A generation step's query encoding run beside the rest of the step, on another core.
 
-A generation step's pattern search (mostly the encoder's forward pass for one query, in ONNX
-Runtime or torch, which release the GIL) does not depend on the back-off's distribution, the
-context cache or the memory's n-gram counts (numpy, in the calling thread, which holds the
-memory still). Where the process may use two or more cores the pattern search runs on a worker
-thread meanwhile; with one core it runs inline, as it would without this module.
-The workers are shared by the process (:func:`workers`), created on first use."""
+A step's pattern search starts with encoding its query (the encoder's forward pass for one text,
+in ONNX Runtime or torch, which release the GIL); that does not depend on the back-off's
+distribution, the context cache or the memory's n-gram counts (numpy, in the calling thread,
+which holds the memory still). With the memory on, where the process may use two or more cores,
+the encoding runs on a worker thread meanwhile and the search reads its vector; with one core,
+or with the memory off (nothing long enough to overlap: measured no faster), it runs inline.
+The workers are shared by the process (:func:`workers`), created on first use.
+"""
 from __future__ import annotations
 
 import os

@@ -155,7 +155,8 @@ class PassageLookup:
             pids, w = hit[0], hit[1]
             # the order-1 part is the same at every step until the next refresh: read once
             counts = self._table.step_counts(seq, len(tail), pids, w, vocab_size, unigram=hit[2])
-            hit[2] = counts
+            if hit[2] is None or hit[2].F.shape[1] != vocab_size:
+                hit[2] = counts.first_order()  # a copy: the cache keeps [1, V], not [N, V]
         cfg = self.config
         p, lam = neighbour_probs(counts.F, counts.H, counts.C, cfg.weights, cfg.kappa)
         lam = float(apply_gate(cfg, np.reshape(lam, 1), counts.C, [w.max() if len(w) else 0.0],

@@ -290,6 +290,11 @@ class StepCounts:
     toks: list[np.ndarray]    # per order: the continuation tokens read
     slots: list[np.ndarray]   # per order: the passage (index into pids) of each
 
+    def first_order(self) -> "StepCounts":
+        """The order-1 part alone (copied), what :meth:`NGramTable.step_counts` reuses."""
+        return StepCounts(self.F[:1].copy(), self.H[:1].copy(), self.C[:1].copy(),
+                          self.toks[:1], self.slots[:1])
+
     def passage_counts(self, token: int, weights: np.ndarray) -> np.ndarray:
         """[N, K] each passage's weighted count of ``token`` after the history (the
         per-passage F of :meth:`NGramTable.target_counts`)."""
