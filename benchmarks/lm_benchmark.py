@@ -180,15 +180,15 @@ def generation_speed(eng: RetgenEngine, params: dict, n_tokens: int, memory: boo
 
 
 def speed_only(a, eng: RetgenEngine, files: dict, log: logging.Logger) -> None:
-    """Re-measure the speed rows of an earlier run (its tuned settings, from its JSON):
-    generation with the memory off and on, and the full system's eval ms/token on test (the
-    pattern search, the memory's search and the scoring, timed together as in a full run).
+    """Re-measure the speed rows of an earlier run (its tuned settings, from its JSON): the full
+    system's eval ms/token on test, then generation with the memory off and on, interleaved
+    over ``--speed-rounds`` rounds (medians over every prompt of every round). The eval times
+    the pattern search, the memory's search and the scoring together, as a full run does.
     The perplexities are left as that run measured them; the scored one is logged as a check."""
     res_path = a.out / f"{a.corpus}.json"
     result = json.loads(res_path.read_text())
     tp, chosen = result["tuned_params"], result["memory"]["chosen"]
     eng = eng.variant(reranker=False, policy=False, cache=cache_of(tp))
-    gen = generation_speed(eng, tp, a.gen_tokens)
     mem = eng.memory
     n = int(chosen["order"])
     if n != mem.config.order:  # the tables are derived state
@@ -207,7 +207,13 @@ def speed_only(a, eng: RetgenEngine, files: dict, log: logging.Logger) -> None:
     ms = 1000 * (time.perf_counter() - t) / rep["tokens"]
     log.info("full system test perplexity %.2f (the run: %.2f), %.3f ms/token", rep["perplexity"],
              result["full_system_test_perplexity"], ms)
-    gen_mem = generation_speed(eng, tp, a.gen_tokens, memory=True)
+    # memory off and on interleaved round by round (a change of load hits both alike)
+    gen, gen_mem = {"runs": []}, {"runs": []}
+    for _ in range(a.speed_rounds):
+        gen["runs"] += generation_speed(eng, tp, a.gen_tokens)["runs"]
+        gen_mem["runs"] += generation_speed(eng, tp, a.gen_tokens, memory=True)["runs"]
+    for g in (gen, gen_mem):
+        g["median"] = statistics.median(g["runs"])
     mach = machine()
     result["generate_tokens_per_second"] = gen["median"]
     result["generate_runs_tokens_per_second"] = gen["runs"]
@@ -259,6 +265,8 @@ def main() -> None:
     ap.add_argument("--speed-only", action="store_true",
                     help="re-measure the speed rows (generation with the memory off and on, the full "
                     "system's eval ms/token) of an existing results file (records when)")
+    ap.add_argument("--speed-rounds", type=int, default=3,
+                    help="with --speed-only: rounds of generation, memory off and on interleaved")
     ap.add_argument("--speed-reason", default="re-measured with --speed-only",
                     help="why the speed was re-measured (stored with the result)")
     a = ap.parse_args()
