@@ -101,7 +101,7 @@ def main() -> None:
     base = {n: statistics.median(v) for n, v in rates.items()}
     rows = []
     for name, v in rates.items():
-        prev = name.replace(THIS, PREVIOUS)
+        prev = PREVIOUS + name[name.index("; memory"):]  # the same setting, previous release
         rows.append({"setting": name, "median_tokens_per_second": statistics.median(v),
                      "min": min(v), "max": max(v),
                      "ratio_to_previous": statistics.median(v) / base[prev]})
@@ -125,7 +125,7 @@ def main() -> None:
           f"- sample model build (in this process): {build_s:.1f} s", "",
           f"Generation: {len(PROMPTS)} prompts x {a.gen_tokens} tokens, retrieval at every token "
           f"(no policy skipping), {a.rounds} rounds interleaved; median tokens/s.", "",
-          "| setting | median tokens/s | min–max | × previous |", "|---|---|---|---|"]
+          "| setting | median tokens/s | min–max | × previous release |", "|---|---|---|---|"]
     for r in rows:
         md.append(f"| {r['setting']} | {r['median_tokens_per_second']:.1f} | "
                   f"{r['min']:.1f}–{r['max']:.1f} | {r['ratio_to_previous']:.2f} |")
