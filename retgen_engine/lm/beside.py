@@ -22,7 +22,7 @@ _pool: Optional[ThreadPoolExecutor] = None
 
 
 def workers() -> int:
-    """How many threads may run a step's pattern search beside it (0: it runs inline):
+    """How many threads may run a step's query encoding beside it (0: it runs inline):
     ``RETGEN_STEP_WORKERS`` if set (0 turns this off), else one fewer than the cores."""
     env = os.environ.get("RETGEN_STEP_WORKERS", "").strip()
     if env:
@@ -50,5 +50,7 @@ def submit(fn: Callable, *args, **kwargs) -> Future:
         return inline(fn, *args, **kwargs)
     with _lock:
         if _pool is None or _pool._max_workers != n:  # noqa: SLF001  (the setting changed)
+            if _pool is not None:
+                _pool.shutdown(wait=False)  # its queued work still runs; its threads then end
             _pool = ThreadPoolExecutor(n, thread_name_prefix="retgen-step")
     return _pool.submit(fn, *args, **kwargs)
