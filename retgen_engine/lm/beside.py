@@ -10,6 +10,7 @@ The workers are shared by the process (:func:`workers`), created on first use.
 """
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +22,12 @@ _lock = threading.Lock()
 _pool: Optional[ThreadPoolExecutor] = None
 
 
+@functools.lru_cache(maxsize=1)
+def _cores() -> int:
+    """The process's cores, read once (it reads the affinity mask and a cgroup file)."""
+    return available_cores()
+
+
 def workers() -> int:
     """How many threads may run a step's query encoding beside it (0: it runs inline):
     ``RETGEN_STEP_WORKERS`` if set (0 turns this off), else one fewer than the cores."""
@@ -29,7 +36,7 @@ def workers() -> int:
         if not env.isdigit():
             raise ValueError(f"RETGEN_STEP_WORKERS={env!r}: expected an integer >= 0")
         return int(env)
-    return available_cores() - 1
+    return _cores() - 1
 
 
 def inline(fn: Callable, *args, **kwargs) -> Future:

@@ -15,14 +15,9 @@ def contributions(mem: "PassageMemory", history: Sequence[int], step: "StepMemor
     the shares of all passages sum to)."""
     if step.lam <= 0 or not len(step.pids):
         return []
-    table = mem.table
     history = list(history[-(mem.config.order - 1):]) if mem.config.order > 1 else []
     seq = np.asarray(history + [token], dtype=np.int64)
-    if step.counts is not None:  # what the step read: no second lookup
-        F = step.counts.passage_counts(token, step.weights)
-    else:
-        F = table.target_counts(seq, np.array([len(history)]), step.pids[None, :],
-                                step.weights[None, :], np.array([token]), per_passage=True)[0][:, 0]
+    F = step.counts.passage_counts(token, step.weights)  # what the step read: no second lookup
     mus = order_weights(step.C, step.H, mem.config.weights, mem.config.kappa)
     share = (mus[:, None] * F / np.maximum(step.H, 1e-300)[:, None]).sum(0)
     itos = mem.tokenizer.vocab.itos
